@@ -1,0 +1,250 @@
+//! The action contract: what a plugin implements, and the registry the engine looks actions up in.
+//!
+//! An action is an async function from a JSON input (rendered, and checked against the action's
+//! input schema) to a JSON output. The engine knows plugins only through this trait; the CLI
+//! wires each plugin's `register` function into a [`Registry`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// What an action is: its name, its documentation and the shape of its input and output.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionSpec {
+    /// `plugin.action` (`shell`, `k8s.delete`, `aws.ec2.stop_instances`).
+    pub name: String,
+    /// One line: what the action does.
+    pub summary: String,
+    /// Longer documentation (Markdown): behaviour, dry-run behaviour, examples.
+    pub doc: String,
+    /// JSON Schema of `with:`.
+    pub input_schema: Value,
+    /// JSON Schema of `result`.
+    pub output_schema: Value,
+    /// Whether `--dry-run` asks the real system (EC2 DryRun, Kubernetes dryRun=All, terraform
+    /// plan) rather than only describing the call.
+    pub supports_check: bool,
+}
+
+impl ActionSpec {
+    /// A spec whose input and output schemas are generated from Rust types.
+    pub fn new<I: JsonSchema, O: JsonSchema>(name: &str, summary: &str, doc: &str) -> Self {
+        ActionSpec {
+            name: name.to_string(),
+            summary: summary.to_string(),
+            doc: doc.to_string(),
+            input_schema: schema_for::<I>(),
+            output_schema: schema_for::<O>(),
+            supports_check: false,
+        }
+    }
+
+    /// Marks the action as able to ask the real system in `--dry-run`.
+    pub fn with_check(mut self) -> Self {
+        self.supports_check = true;
+        self
+    }
+}
+
+/// The JSON Schema of a type, as a plain value (draft 2020-12, definitions inlined under `$defs`).
+pub fn schema_for<T: JsonSchema>() -> Value {
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();
+    schema.to_value()
+}
+
+/// Whether trying again might help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Transient: a 503, a reset connection, a lock held by someone else.
+    Retryable,
+    /// Will fail the same way again: a 400, a denied permission, a missing resource.
+    Permanent,
+    /// The step was cancelled (Ctrl-C, timeout).
+    Cancelled,
+}
+
+/// An action's failure.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[error("{message}")]
+pub struct ActionError {
+    /// Whether a retry can help.
+    pub kind: ErrorKind,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Structured details for the report (status code, response body excerpt, exit code).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+impl ActionError {
+    /// A failure that a retry might fix.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::of(ErrorKind::Retryable, message)
+    }
+    /// A failure a retry will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::of(ErrorKind::Permanent, message)
+    }
+    /// The step was cancelled.
+    pub fn cancelled() -> Self {
+        Self::of(ErrorKind::Cancelled, "cancelled")
+    }
+    fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ActionError {
+            kind,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+    /// Attaches structured details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Receives an action's log lines. The executor's sink masks secrets before anything is kept.
+pub trait LogSink: Send + Sync {
+    /// One line of output (without its newline).
+    fn line(&self, stream: LogStream, line: &str);
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output, or the action's own progress notes.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A sink that drops everything (tests, `validate`).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl LogSink for NullSink {
+    fn line(&self, _: LogStream, _: &str) {}
+}
+
+/// What an action may use while it runs, and nothing else.
+#[derive(Clone)]
+pub struct StepContext {
+    /// The step id (and `[index]` for a `for_each` item), for messages.
+    pub step: String,
+    /// Cancelled on Ctrl-C, SIGTERM or timeout: stop promptly and kill child process groups.
+    pub cancel: CancellationToken,
+    /// `--dry-run`: make no change; ask the real system (check mode) or describe the call.
+    pub dry_run: bool,
+    /// Environment for process-based actions: the process's own, then runbook `env`, then
+    /// step `env`.
+    pub env: IndexMap<String, String>,
+    /// The working directory: the runbook's folder.
+    pub cwd: PathBuf,
+    /// Where log lines go.
+    pub log: Arc<dyn LogSink>,
+}
+
+impl StepContext {
+    /// A context for running an action outside a run (tests, tools).
+    pub fn detached(step: &str) -> Self {
+        StepContext {
+            step: step.to_string(),
+            cancel: CancellationToken::new(),
+            dry_run: false,
+            env: IndexMap::new(),
+            cwd: PathBuf::from("."),
+            log: Arc::new(NullSink),
+        }
+    }
+}
+
+/// An action a runbook step can call.
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// Name, documentation and schemas.
+    fn spec(&self) -> ActionSpec;
+    /// Runs the action on its rendered, schema-checked input.
+    async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError>;
+}
+
+/// One registered action: its spec (taken once) and, where the engine itself does not carry it
+/// out, its implementation.
+pub struct Entry {
+    /// The action's spec.
+    pub spec: ActionSpec,
+    /// The implementation; `None` for control actions that the executor carries out itself
+    /// (`assert`, `approve`, `template`, `runbook`) because they need the run's scope.
+    pub action: Option<Arc<dyn Action>>,
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
+}
+
+impl Entry {
+    /// The compiled validator of the input schema, built on first use.
+    pub fn input_validator(&self) -> Result<&jsonschema::Validator, &str> {
+        self.validator
+            .get_or_init(|| {
+                jsonschema::validator_for(&self.spec.input_schema).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// The actions a run can use, by name.
+#[derive(Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an action. A second action of the same name replaces the first.
+    pub fn register(&mut self, action: impl Action + 'static) {
+        let spec = action.spec();
+        self.insert(spec, Some(Arc::new(action)));
+    }
+
+    /// Adds a control action that the executor itself carries out.
+    pub fn register_control(&mut self, spec: ActionSpec) {
+        self.insert(spec, None);
+    }
+
+    fn insert(&mut self, spec: ActionSpec, action: Option<Arc<dyn Action>>) {
+        self.entries.insert(
+            spec.name.clone(),
+            Entry {
+                spec,
+                action,
+                validator: OnceLock::new(),
+            },
+        );
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// All entries, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// All names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}

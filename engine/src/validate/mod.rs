@@ -1,0 +1,357 @@
+//! Validation: everything that can be known about a runbook before it runs, reported all at
+//! once, each problem with its file:line:column.
+//!
+//! Order: YAML syntax (fatal for the file), then the JSON schema, then the semantic checks on the
+//! same document (ids, needs, cycles, actions and their inputs, templates and the names they
+//! read, params). The semantic checks read the document tolerantly, so a type error in one step
+//! does not hide a cycle in another. Only a runbook with no problem is turned into the model.
+
+mod inputs;
+pub mod params;
+mod schema_check;
+mod structure;
+mod templates;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use minijinja::Environment;
+use serde_json::Value;
+
+use crate::action::Registry;
+use crate::diag::{Code, Diagnostic};
+use crate::model::{ParamSpec, Runbook};
+use crate::source::{Source, Span};
+use crate::yaml::{self, SourceMap};
+
+pub use params::{parse_assignment, type_text, GivenParam, GivenParams};
+pub use schema_check::display_path;
+
+/// The outcome of checking one runbook.
+#[derive(Debug)]
+pub struct Checked {
+    /// The file that was checked.
+    pub source: Source,
+    /// Every problem found, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The runbook, when it has no problem.
+    pub runbook: Option<Runbook>,
+    /// When params were given: the values a run would use (given, else default), by name.
+    pub params: Option<IndexMap<String, Value>>,
+}
+
+impl Checked {
+    /// Whether the runbook is valid.
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+}
+
+/// Checks runbooks against the format and a registry of actions. Build it once and check many
+/// files with it: the runbook schema and each action's input schema are compiled once.
+pub struct Validator<'r> {
+    registry: &'r Registry,
+    env: Environment<'static>,
+    globals: HashSet<String>,
+    schema: Value,
+    schema_validator: jsonschema::Validator,
+}
+
+impl<'r> Validator<'r> {
+    /// A validator for runbooks that may use the actions of `registry`.
+    pub fn new(registry: &'r Registry) -> Self {
+        let schema = crate::schema::runbook_schema();
+        // The schema is generated from our own types; failing to compile it is a bug in opsbook.
+        let schema_validator = jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("opsbook's own runbook schema does not compile: {e}"));
+        let env = crate::template::environment();
+        let globals = crate::template::global_names(&env);
+        Validator {
+            registry,
+            env,
+            globals,
+            schema,
+            schema_validator,
+        }
+    }
+
+    /// Reads and checks a file. `params`, when given, are checked against the declarations
+    /// (types, enums, ranges, required).
+    pub fn check_file(&self, path: &Path, params: Option<&GivenParams>) -> Checked {
+        match Source::read(path) {
+            Ok(source) => self.check(source, params),
+            Err(e) => {
+                let source = Source::new(path, "");
+                let d = Diagnostic::new(
+                    Code::Io,
+                    &source,
+                    None,
+                    format!("cannot read the file: {e}"),
+                );
+                Checked {
+                    source,
+                    diagnostics: vec![d],
+                    runbook: None,
+                    params: None,
+                }
+            }
+        }
+    }
+
+    /// Checks a runbook's text.
+    pub fn check(&self, source: Source, params: Option<&GivenParams>) -> Checked {
+        let doc = match yaml::parse(&source) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let d = Diagnostic::new(
+                    Code::Yaml,
+                    &source,
+                    e.span,
+                    format!("invalid YAML: {}", e.message),
+                );
+                return Checked {
+                    source,
+                    diagnostics: vec![d],
+                    runbook: None,
+                    params: None,
+                };
+            }
+        };
+        let mut cx = Cx {
+            v: self,
+            source: &source,
+            map: &doc.map,
+            root: &doc.value,
+            diags: Vec::new(),
+        };
+        if !doc.value.is_object() {
+            let got = if doc.value.is_null() {
+                "an empty document"
+            } else {
+                "not a mapping"
+            };
+            cx.diags.push(
+                Diagnostic::new(Code::Schema, &source, doc.map.value_span(""), format!("a runbook is a mapping with `version`, `name` and `steps`; this file is {got}"))
+                    .help("start from the example in docs/format.md"),
+            );
+            return cx.finish(source.clone(), None);
+        }
+        let t = schema_check::Target {
+            source: &source,
+            map: &doc.map,
+            base: "",
+            code: Code::Schema,
+            prefix: "",
+        };
+        let schema_diags = schema_check::check(
+            &self.schema_validator,
+            &self.schema,
+            &doc.value,
+            &t,
+            &|_, _| false,
+        );
+        cx.diags.extend(schema_diags);
+        let steps = structure::check(&mut cx);
+        templates::check(&mut cx, &steps);
+        inputs::check(&mut cx, &steps);
+        let resolved = self.check_params(&mut cx, params);
+        cx.finish(source.clone(), resolved)
+    }
+
+    fn check_params(
+        &self,
+        cx: &mut Cx<'_>,
+        given: Option<&GivenParams>,
+    ) -> Option<IndexMap<String, Value>> {
+        let declared: IndexMap<String, ParamSpec> = cx
+            .root
+            .get("params")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            k.clone(),
+                            serde_json::from_value::<ParamSpec>(v.clone()).ok()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, spec) in &declared {
+            if let Some(default) = &spec.default {
+                if let Err(e) = params::check_value(&spec.as_items(), default) {
+                    let ptr = format!("/params/{}/default", yaml::escape_pointer_token(name));
+                    cx.push(Diagnostic::new(
+                        Code::Param,
+                        cx.source,
+                        cx.map.value_span(&ptr),
+                        format!("the default of param `{name}` is invalid: {e}"),
+                    ));
+                }
+            }
+        }
+        let given = given?;
+        let mut resolved = IndexMap::new();
+        for name in given.keys() {
+            if !declared.contains_key(name) {
+                let help = crate::suggest::did_you_mean(name, declared.keys().map(String::as_str))
+                    .unwrap_or_else(|| {
+                        if declared.is_empty() {
+                            "this runbook declares no params".to_string()
+                        } else {
+                            format!(
+                                "declared params: {}",
+                                declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )
+                        }
+                    });
+                cx.push(
+                    Diagnostic::new(
+                        Code::Param,
+                        cx.source,
+                        None,
+                        format!("unknown param `{name}`"),
+                    )
+                    .help(help),
+                );
+            }
+        }
+        for (name, spec) in &declared {
+            let ptr = format!("/params/{}", yaml::escape_pointer_token(name));
+            let at = cx.map.key_span(&ptr);
+            let value = match given.get(name) {
+                Some(GivenParam::Text(t)) => match params::type_text(spec.kind, t) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        cx.push(
+                            Diagnostic::new(
+                                Code::Param,
+                                cx.source,
+                                at,
+                                format!("param `{name}`: {e}"),
+                            )
+                            .label("declared here"),
+                        );
+                        continue;
+                    }
+                },
+                Some(GivenParam::Value(v)) => Some(v.clone()),
+                None => spec.default.clone(),
+            };
+            match value {
+                Some(v) => {
+                    if let Err(e) = params::check_value(&spec.as_items(), &v) {
+                        cx.push(
+                            Diagnostic::new(
+                                Code::Param,
+                                cx.source,
+                                at,
+                                format!("param `{name}`: {e}"),
+                            )
+                            .label("declared here"),
+                        );
+                    }
+                    resolved.insert(name.clone(), v);
+                }
+                None if spec.required => {
+                    cx.push(
+                        Diagnostic::new(
+                            Code::Param,
+                            cx.source,
+                            at,
+                            format!("missing required param `{name}`"),
+                        )
+                        .help(format!("give it with -p {name}=VALUE"))
+                        .label("declared here"),
+                    );
+                }
+                None => {
+                    resolved.insert(name.clone(), Value::Null);
+                }
+            }
+        }
+        Some(resolved)
+    }
+}
+
+/// The state of one check: where we are and what was found.
+pub(crate) struct Cx<'a> {
+    pub v: &'a Validator<'a>,
+    pub source: &'a Source,
+    pub map: &'a SourceMap,
+    pub root: &'a Value,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn finish(mut self, source: Source, params: Option<IndexMap<String, Value>>) -> Checked {
+        let mut runbook = None;
+        if self.diags.is_empty() {
+            match serde_json::from_value::<Runbook>(self.root.clone()) {
+                Ok(r) => runbook = Some(r),
+                Err(e) => self.diags.push(Diagnostic::new(
+                    Code::Schema,
+                    &source,
+                    None,
+                    format!("invalid runbook: {e}"),
+                )),
+            }
+        }
+        let mut diagnostics = self.diags;
+        diagnostics.sort_by_key(|d| d.span.map_or(0, |s| s.offset));
+        diagnostics.dedup_by(|a, b| a.span == b.span && a.message == b.message);
+        Checked {
+            source,
+            diagnostics,
+            runbook,
+            params,
+        }
+    }
+}
+
+/// The location, in the file, of a part of a string value: exact for plain and simply quoted
+/// one-line scalars, by line for block scalars, else the start of the value.
+pub(crate) fn locate_in_scalar(
+    source: &Source,
+    value: Span,
+    s: &str,
+    offset: usize,
+    len: usize,
+) -> Span {
+    let at = |abs: usize| {
+        let (line, column) = source.line_col(abs);
+        Span {
+            offset: abs,
+            len,
+            line,
+            column,
+        }
+    };
+    let raw = source.text.get(value.offset..).unwrap_or("");
+    if offset > s.len() {
+        return value;
+    }
+    if raw.starts_with(s) {
+        return at(value.offset + offset);
+    }
+    if (raw.starts_with('"') || raw.starts_with('\'')) && raw[1..].starts_with(s) {
+        return at(value.offset + 1 + offset);
+    }
+    // Block scalars and escaped strings: find the line of the template that holds the offset.
+    let line_start = s[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = s[offset..].find('\n').map_or(s.len(), |i| offset + i);
+    let line = &s[line_start..line_end];
+    if line.trim().len() >= 3 {
+        let window = &raw[..raw.len().min(s.len() * 2 + 512)];
+        if let Some(p) = window.find(line) {
+            return at(value.offset + p + (offset - line_start));
+        }
+    }
+    value
+}

@@ -1,0 +1,11 @@
+//! Wiring: the one place that names the plugins.
+
+use opsbook_engine::Registry;
+
+/// Every action this build has.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    opsbook_engine::builtins::register(&mut r);
+    opsbook_shell::register(&mut r);
+    r
+}
