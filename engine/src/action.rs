@@ -144,8 +144,8 @@ pub struct StepContext {
     pub cancel: CancellationToken,
     /// `--dry-run`: make no change; ask the real system (check mode) or describe the call.
     pub dry_run: bool,
-    /// Environment for process-based actions: the process's own, then runbook `env`, then
-    /// step `env`.
+    /// Environment for process-based actions, on top of the `opsbook` process's own: the
+    /// runbook's `env`, then the step's `env` (rendered).
     pub env: IndexMap<String, String>,
     /// The working directory: the runbook's folder.
     pub cwd: PathBuf,

@@ -83,8 +83,33 @@ pub struct YamlError {
     pub span: Option<Span>,
 }
 
-/// Parses a YAML document into a [`Document`].
+/// Stack for the parser thread: deep (but allowed) nesting recurses through serde, and debug
+/// builds use large frames. Only the pages touched are committed.
+const PARSER_STACK: usize = 64 * 1024 * 1024;
+
+/// Parses a YAML document into a [`Document`]. Runs on its own thread with a large stack, so the
+/// caller's stack size does not bound the nesting the budget allows.
 pub fn parse(source: &Source) -> Result<Document, YamlError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("opsbook-yaml".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || parse_here(source))
+            .map_err(|e| YamlError {
+                message: format!("cannot start the parser: {e}"),
+                span: None,
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(YamlError {
+                    message: "the YAML parser failed".into(),
+                    span: None,
+                })
+            })
+    })
+}
+
+fn parse_here(source: &Source) -> Result<Document, YamlError> {
     let text: &str = &source.text;
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -92,6 +117,12 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
             max_events: 4_000_000,
             max_nodes: 2_000_000,
             max_documents: 1,
+            max_recorded_anchor_events: 100_000,
+            max_recorded_anchor_bytes: 8 * 1024 * 1024,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
         },
         with_snippet: false,
     };
@@ -111,8 +142,24 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
 }
 
 fn clean_message(msg: &str) -> String {
-    // serde-saphyr appends " at line L column C" to some messages; the diagnostic shows the place.
     let msg = msg.trim();
+    // Budget breaches: say what the limit protects against, in words.
+    if msg.contains("recursion limit") || msg.contains("Depth {") {
+        return "the document nests deeper than 64 levels".to_string();
+    }
+    if msg.contains("RecordedAnchor")
+        || msg.contains("replay")
+        || msg.contains("Aliases {")
+        || msg.contains("alias") && msg.contains("budget")
+    {
+        return "aliases expand to too much data (over 100,000 nodes): is this a \"billion laughs\" document?".to_string();
+    }
+    if msg.contains("budget breached") {
+        let what = msg.split("budget breached:").nth(1).unwrap_or(msg);
+        let what = what.split(" at line").next().unwrap_or(what).trim();
+        return format!("the document exceeds a size limit ({what})");
+    }
+    // serde-saphyr appends " at line L column C" to some messages; the diagnostic shows the place.
     match msg.rfind(" at line ") {
         Some(i) if msg[i..].contains("column") => msg[..i].to_string(),
         _ => msg.to_string(),

@@ -29,7 +29,7 @@ pub const NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 /// phases.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "opsbook runbook", extend("$id" = "https://opsbook.dev/schemas/runbook.schema.json"))]
+#[schemars(title = "opsbook runbook")]
 pub struct Runbook {
     /// The format version. Always `1`.
     #[schemars(range(min = 1, max = 1))]

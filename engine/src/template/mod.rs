@@ -310,7 +310,7 @@ mod tests {
             r("{{ ('24/11/2026 08:00' | to_datetime('%d/%m/%Y %H:%M')).day }}"),
             json!(24)
         );
-        assert_eq!(r("{{ {'a': 1} | tojson }}"), json!("{\"a\":1}"));
+        assert_eq!(r("{{ {'a': 1} | tojson }}"), json!("{\"a\": 1}"));
         assert_eq!(r("{{ 'Hello' | lower | upper }}"), json!("HELLO"));
         assert_eq!(r("{{ 'abc'.startswith('a') }}"), json!(true));
     }

@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod run;
+
 /// Adds `shell` to a registry.
 pub fn register(registry: &mut Registry) {
     registry.register(Shell);
@@ -66,6 +68,9 @@ pub struct ShellOutput {
     /// Stdout parsed as JSON, with `parse: json`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
+    /// In `--dry-run`: the command that would run (nothing ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_run: Option<String>,
 }
 
 /// The `shell` action.
@@ -86,10 +91,9 @@ impl Action for Shell {
         )
     }
 
-    async fn run(&self, _input: Value, cx: &StepContext) -> Result<Value, ActionError> {
-        Err(ActionError::permanent(format!(
-            "step `{}`: this build validates `shell` steps but cannot run them yet; running runbooks arrives with `opsbook run`",
-            cx.step
-        )))
+    async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
+        let input: ShellInput = serde_json::from_value(input)
+            .map_err(|e| ActionError::permanent(format!("invalid input: {e}")))?;
+        run::run(input, cx).await
     }
 }
