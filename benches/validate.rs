@@ -18,7 +18,9 @@ fn generate(steps: usize) -> String {
          defaults:\n  timeout: 2m\n  retry: {attempts: 2, delay: 1s, backoff: exponential}\nconcurrency: 8\nsteps:\n",
     );
     for i in 0..steps {
-        s.push_str(&format!("  - id: step-{i}\n    name: Step number {i}\n    uses: shell\n"));
+        s.push_str(&format!(
+            "  - id: step-{i}\n    name: Step number {i}\n    uses: shell\n"
+        ));
         if i > 0 && i % 7 == 0 {
             s.push_str(&format!("    needs: [step-{}, step-{}]\n", i - 1, i - 7));
         }
@@ -42,11 +44,20 @@ fn generate(steps: usize) -> String {
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn main() {
-    let steps: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
+    let steps: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
     let text = generate(steps);
     let mut registry = Registry::new();
     opsbook_engine::builtins::register(&mut registry);
@@ -55,7 +66,8 @@ fn main() {
     let rounds = 5;
     let mut totals = Vec::new();
     let mut parse_times = Vec::new();
-    for _ in 0..rounds {
+    let mut first_round_peak = None;
+    for round in 0..rounds {
         let source = Source::new("generated.yaml", text.as_str());
         let t = Instant::now();
         let doc = opsbook_engine::yaml::parse(&source).expect("generated YAML parses");
@@ -67,16 +79,38 @@ fn main() {
         let graph = RunbookGraph::of(&runbook).expect("and has a graph");
         totals.push(t.elapsed());
         assert_eq!(graph.phases[0].1.ids.len(), steps);
+        if round == 0 {
+            first_round_peak = peak_rss_kib();
+        }
     }
     totals.sort();
     parse_times.sort();
     let median = |v: &[Duration]| v[v.len() / 2];
-    println!("load + validate + plan of a {steps}-step runbook ({} KiB of YAML), {rounds} rounds", text.len() / 1024);
-    println!("  YAML parse alone:  median {:>8.1} ms", median(&parse_times).as_secs_f64() * 1e3);
-    println!("  whole:             median {:>8.1} ms, best {:.1} ms, worst {:.1} ms", median(&totals).as_secs_f64() * 1e3, totals[0].as_secs_f64() * 1e3, totals[rounds - 1].as_secs_f64() * 1e3);
-    println!("  per step:          {:>8.2} µs", median(&totals).as_secs_f64() * 1e6 / steps as f64);
-    match peak_rss_kib() {
-        Some(kib) => println!("  peak memory (VmHWM of the process): {:.1} MiB", kib as f64 / 1024.0),
+    println!(
+        "load + validate + plan of a {steps}-step runbook ({} KiB of YAML), {rounds} rounds",
+        text.len() / 1024
+    );
+    println!(
+        "  YAML parse alone:  median {:>8.1} ms",
+        median(&parse_times).as_secs_f64() * 1e3
+    );
+    println!(
+        "  whole:             median {:>8.1} ms, best {:.1} ms, worst {:.1} ms",
+        median(&totals).as_secs_f64() * 1e3,
+        totals[0].as_secs_f64() * 1e3,
+        totals[rounds - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "  per step:          {:>8.2} µs",
+        median(&totals).as_secs_f64() * 1e6 / steps as f64
+    );
+    match first_round_peak {
+        Some(kib) => println!("  peak memory after one load (VmHWM of the process, the YAML text included): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("  peak memory: unavailable (no /proc/self/status)"),
+    }
+    if let Ok(path) = std::env::var("OPSBOOK_BENCH_WRITE") {
+        // For measuring the CLI itself: `/usr/bin/time -v opsbook validate FILE`.
+        std::fs::write(&path, &text).expect("write the generated runbook");
+        println!("  wrote the runbook to {path}");
     }
 }

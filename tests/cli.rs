@@ -47,9 +47,18 @@ fn validate_exit_codes() {
     let o = opsbook(&["validate", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let out = stdout(&o);
-    assert!(out.contains("unknown action `shel`") && out.contains("did you mean `shell`?"), "{out}");
-    assert!(out.contains("unknown key `timout`") && out.contains("did you mean `timeout`?"), "{out}");
-    assert!(out.contains("bad.yaml:5:11"), "the snippet names file:line:column\n{out}");
+    assert!(
+        out.contains("unknown action `shel`") && out.contains("did you mean `shell`?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unknown key `timout`") && out.contains("did you mean `timeout`?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bad.yaml:5:11"),
+        "the snippet names file:line:column\n{out}"
+    );
     let o = opsbook(&["validate", d.join("missing.yaml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no such file"));
@@ -61,18 +70,34 @@ fn validate_folders_and_formats() {
     write(&d, "good.yaml", GOOD);
     write(&d, "bad.yml", BAD);
     std::fs::create_dir_all(d.join("inventories")).unwrap();
-    write(&d, "inventories/hosts.yaml", "all:\n  hosts:\n    web1: {}\n");
+    write(
+        &d,
+        "inventories/hosts.yaml",
+        "all:\n  hosts:\n    web1: {}\n",
+    );
     let o = opsbook(&["validate", d.to_str().unwrap(), "--format", "short"]);
     assert_eq!(o.status.code(), Some(2));
     let out = stdout(&o);
-    assert!(out.lines().any(|l| l.ends_with("bad.yml:5:11: error[unknown-action]: unknown action `shel`")), "{out}");
-    assert!(!out.contains("hosts.yaml"), "inventories are not runbooks\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with("bad.yml:5:11: error[unknown-action]: unknown action `shel`")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hosts.yaml"),
+        "inventories are not runbooks\n{out}"
+    );
     let o = opsbook(&["validate", d.to_str().unwrap(), "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json output");
     assert_eq!(v["valid"], false);
     assert_eq!(v["checked"], 2);
     assert_eq!(v["invalid"], 1);
-    let bad = v["files"].as_array().unwrap().iter().find(|f| f["valid"] == false).unwrap();
+    let bad = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["valid"] == false)
+        .unwrap();
     let first = &bad["diagnostics"][0];
     assert_eq!(first["code"], "unknown-action");
     assert_eq!(first["line"], 5);
@@ -85,19 +110,66 @@ fn validate_checks_params_when_given() {
     let d = temp_dir("params");
     let good = write(&d, "good.yaml", GOOD);
     let g = good.to_str().unwrap();
-    assert_eq!(opsbook(&["validate", g, "-p", "env=prod"]).status.code(), Some(0));
+    assert_eq!(
+        opsbook(&["validate", g, "-p", "env=prod"]).status.code(),
+        Some(0)
+    );
     let o = opsbook(&["validate", g, "-p", "replicas=3"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stdout(&o).contains("missing required param `env`"), "{}", stdout(&o));
-    let o = opsbook(&["validate", g, "-p", "env=dev", "-p", "replicas=many", "-p", "replica=3", "--format", "short"]);
+    assert!(
+        stdout(&o).contains("missing required param `env`"),
+        "{}",
+        stdout(&o)
+    );
+    let o = opsbook(&[
+        "validate",
+        g,
+        "-p",
+        "env=dev",
+        "-p",
+        "replicas=many",
+        "-p",
+        "replica=3",
+        "--format",
+        "short",
+    ]);
     let out = stdout(&o);
-    assert!(out.contains("param `env`: \"dev\" is not one of the allowed values: \"staging\", \"prod\""), "{out}");
-    assert!(out.contains("param `replicas`: expected an integer, got a string"), "{out}");
-    assert!(out.contains("unknown param `replica`") && out.contains("did you mean `replicas`?"), "{out}");
-    let o = opsbook(&["validate", g, "-p", "env=prod", "-p", "replicas=11", "--format", "short"]);
-    assert!(stdout(&o).contains("above the maximum 10"), "{}", stdout(&o));
+    assert!(
+        out.contains(
+            "param `env`: \"dev\" is not one of the allowed values: \"staging\", \"prod\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("param `replicas`: expected an integer, got a string"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unknown param `replica`") && out.contains("did you mean `replicas`?"),
+        "{out}"
+    );
+    let o = opsbook(&[
+        "validate",
+        g,
+        "-p",
+        "env=prod",
+        "-p",
+        "replicas=11",
+        "--format",
+        "short",
+    ]);
+    assert!(
+        stdout(&o).contains("above the maximum 10"),
+        "{}",
+        stdout(&o)
+    );
     let pf = write(&d, "params.yaml", "env: staging\nreplicas: 4\n");
-    assert_eq!(opsbook(&["validate", g, "--params-file", pf.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        opsbook(&["validate", g, "--params-file", pf.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
     let o = opsbook(&["validate", g, "-p", "novalue"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("expected NAME=VALUE"));
@@ -111,28 +183,59 @@ fn graph_formats() {
     let text = stdout(&opsbook(&["graph", f]));
     assert!(text.contains("level 0\n    a (set)\n    c (set)\n  level 1\n    b (set)  <- a\n  level 2\n    d (set)  <- b, c"), "{text}");
     let dot = stdout(&opsbook(&["graph", f, "--format", "dot"]));
-    assert!(dot.starts_with("digraph \"g\" {") && dot.contains("\"b\" -> \"d\";") && dot.contains("\"c\" -> \"d\";"), "{dot}");
+    assert!(
+        dot.starts_with("digraph \"g\" {")
+            && dot.contains("\"b\" -> \"d\";")
+            && dot.contains("\"c\" -> \"d\";"),
+        "{dot}"
+    );
     let mm = stdout(&opsbook(&["graph", f, "--format", "mermaid"]));
-    assert!(mm.starts_with("flowchart TD") && mm.contains("a --> b") && mm.contains("steps -.-> finally"), "{mm}");
+    assert!(
+        mm.starts_with("flowchart TD")
+            && mm.contains("a --> b")
+            && mm.contains("steps -.-> finally"),
+        "{mm}"
+    );
     let bad = write(&d, "cycle.yaml", "version: 1\nname: c\nsteps:\n  - {id: a, uses: set, needs: [b]}\n  - {id: b, uses: set, needs: [a]}\n");
     let o = opsbook(&["graph", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("the steps form a cycle: a -> b -> a"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the steps form a cycle: a -> b -> a"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn schema_actions_and_completions() {
     let schema = stdout(&opsbook(&["schema"]));
-    let on_disk = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/runbook.schema.json")).unwrap();
+    let on_disk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/runbook.schema.json"),
+    )
+    .unwrap();
     assert_eq!(schema, on_disk);
     let list = stdout(&opsbook(&["actions"]));
-    for name in ["shell", "set", "sleep", "fail", "assert", "approve", "template", "runbook"] {
-        assert!(list.lines().any(|l| l.starts_with(name)), "{name} missing from\n{list}");
+    for name in [
+        "shell", "set", "sleep", "fail", "assert", "approve", "template", "runbook",
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(name)),
+            "{name} missing from\n{list}"
+        );
     }
     let shell = stdout(&opsbook(&["actions", "shell"]));
-    assert!(shell.contains("Inputs (with:)") && shell.contains("command") && shell.contains("exactly one of: command, args"), "{shell}");
-    assert!(shell.contains("Result (result.*)") && shell.contains("exit_code"), "{shell}");
-    let json: serde_json::Value = serde_json::from_slice(&opsbook(&["actions", "sleep", "--format", "json"]).stdout).unwrap();
+    assert!(
+        shell.contains("Inputs (with:)")
+            && shell.contains("command")
+            && shell.contains("exactly one of: command, args"),
+        "{shell}"
+    );
+    assert!(
+        shell.contains("Result (result.*)") && shell.contains("exit_code"),
+        "{shell}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&opsbook(&["actions", "sleep", "--format", "json"]).stdout).unwrap();
     assert_eq!(json["name"], "sleep");
     assert!(json["input_schema"]["properties"]["duration"].is_object());
     let o = opsbook(&["actions", "shel"]);
@@ -141,16 +244,30 @@ fn schema_actions_and_completions() {
     for shell in ["bash", "zsh", "fish"] {
         let o = opsbook(&["completions", shell]);
         assert_eq!(o.status.code(), Some(0));
-        assert!(stdout(&o).contains("validate"), "{shell} completion lacks subcommands");
+        assert!(
+            stdout(&o).contains("validate"),
+            "{shell} completion lacks subcommands"
+        );
     }
 }
 
 #[test]
 fn help_everywhere_with_examples() {
-    for args in [vec!["--help"], vec!["validate", "--help"], vec!["graph", "--help"], vec!["schema", "--help"], vec!["actions", "--help"], vec!["completions", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["validate", "--help"],
+        vec!["graph", "--help"],
+        vec!["schema", "--help"],
+        vec!["actions", "--help"],
+        vec!["completions", "--help"],
+    ] {
         let o = opsbook(&args);
         assert_eq!(o.status.code(), Some(0));
-        assert!(stdout(&o).contains("Examples:"), "{args:?} has no examples:\n{}", stdout(&o));
+        assert!(
+            stdout(&o).contains("Examples:"),
+            "{args:?} has no examples:\n{}",
+            stdout(&o)
+        );
     }
     let o = opsbook(&["validate"]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");

@@ -48,7 +48,7 @@ pub fn given_params(
     if let Some(f) = file {
         let text = std::fs::read_to_string(f)
             .map_err(|e| format!("cannot read params file {}: {e}", f.display()))?;
-        let v: Value = serde_saphyr_free::from_str(&text)
+        let v: Value = opsbook_engine::yaml::parse_value(&text)
             .map_err(|e| format!("params file {}: {e}", f.display()))?;
         match v {
             Value::Object(m) => {
@@ -69,22 +69,6 @@ pub fn given_params(
         given.insert(k.clone(), GivenParam::Text(v.clone()));
     }
     Ok(Some(given))
-}
-
-/// YAML parsing for params files goes through the engine's loader (same budgets).
-mod serde_saphyr_free {
-    use opsbook_engine::{yaml, Source};
-    use serde_json::Value;
-
-    pub fn from_str(text: &str) -> Result<Value, String> {
-        let source = Source::new("params", text);
-        yaml::parse(&source)
-            .map(|d| d.value)
-            .map_err(|e| match e.span {
-                Some(s) => format!("line {} column {}: {}", s.line, s.column, e.message),
-                None => e.message,
-            })
-    }
 }
 
 /// The runbook files named by `paths`: files as given, folders searched recursively for

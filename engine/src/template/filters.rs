@@ -55,8 +55,8 @@ pub fn fromjson(v: Value) -> Result<Value, Error> {
 /// Parses a YAML string into a value (with the same budgets as runbooks).
 pub fn fromyaml(v: Value) -> Result<Value, Error> {
     let s = text_of(&v);
-    let parsed: serde_json::Value = serde_saphyr::from_str(&s)
-        .map_err(|e| invalid(format!("fromyaml: invalid YAML: {}", e.without_snippet())))?;
+    let parsed = crate::yaml::parse_value(&s)
+        .map_err(|e| invalid(format!("fromyaml: invalid YAML: {e}")))?;
     Ok(crate::template::to_template_value(&parsed))
 }
 

@@ -46,7 +46,7 @@ fn check_call(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>, with: Option<&Va
     let prefix = format!("`{name}` input: ");
     let t = Target {
         source: cx.source,
-        map: cx.map,
+        doc: cx.doc,
         base: &base,
         code: Code::ActionInput,
         prefix: &prefix,

@@ -23,7 +23,7 @@ use crate::action::Registry;
 use crate::diag::{Code, Diagnostic};
 use crate::model::{ParamSpec, Runbook};
 use crate::source::{Source, Span};
-use crate::yaml::{self, SourceMap};
+use crate::yaml::{self, Document};
 
 pub use params::{parse_assignment, type_text, GivenParam, GivenParams};
 pub use schema_check::display_path;
@@ -121,9 +121,10 @@ impl<'r> Validator<'r> {
         let mut cx = Cx {
             v: self,
             source: &source,
-            map: &doc.map,
+            doc: &doc,
             root: &doc.value,
             diags: Vec::new(),
+            templates: Default::default(),
         };
         if !doc.value.is_object() {
             let got = if doc.value.is_null() {
@@ -132,31 +133,71 @@ impl<'r> Validator<'r> {
                 "not a mapping"
             };
             cx.diags.push(
-                Diagnostic::new(Code::Schema, &source, doc.map.value_span(""), format!("a runbook is a mapping with `version`, `name` and `steps`; this file is {got}"))
+                Diagnostic::new(Code::Schema, &source, doc.value_span(""), format!("a runbook is a mapping with `version`, `name` and `steps`; this file is {got}"))
                     .help("start from the example in docs/format.md"),
             );
             return cx.finish(source.clone(), None);
         }
-        let t = schema_check::Target {
-            source: &source,
-            map: &doc.map,
-            base: "",
-            code: Code::Schema,
-            prefix: "",
-        };
-        let schema_diags = schema_check::check(
-            &self.schema_validator,
-            &self.schema,
-            &doc.value,
-            &t,
-            &|_, _| false,
-        );
-        cx.diags.extend(schema_diags);
         let steps = structure::check(&mut cx);
-        templates::check(&mut cx, &steps);
-        inputs::check(&mut cx, &steps);
-        let resolved = self.check_params(&mut cx, params);
-        cx.finish(source.clone(), resolved)
+        // Two independent halves on two threads: the schema, action inputs and the model on one;
+        // templates and params on the other. Both only read the document.
+        let (side, resolved) = std::thread::scope(|scope| {
+            let side = scope.spawn(|| {
+                let mut side = Cx {
+                    v: self,
+                    source: &source,
+                    doc: &doc,
+                    root: &doc.value,
+                    diags: Vec::new(),
+                    templates: Default::default(),
+                };
+                let t = schema_check::Target {
+                    source: &source,
+                    doc: &doc,
+                    base: "",
+                    code: Code::Schema,
+                    prefix: "",
+                };
+                let schema_diags = schema_check::check(
+                    &self.schema_validator,
+                    &self.schema,
+                    &doc.value,
+                    &t,
+                    &|_, _| false,
+                );
+                side.diags.extend(schema_diags);
+                inputs::check(&mut side, &steps);
+                // Built optimistically; kept only when no check found a problem.
+                let model = if side.diags.is_empty() {
+                    Some(<Runbook as serde::Deserialize>::deserialize(&doc.value))
+                } else {
+                    None
+                };
+                (side.diags, model)
+            });
+            templates::check(&mut cx, &steps);
+            cx.templates = Default::default();
+            let resolved = self.check_params(&mut cx, params);
+            (side.join(), resolved)
+        });
+        let (side_diags, model) = side.unwrap_or_else(|_| {
+            (
+                vec![Diagnostic::new(
+                    Code::Schema,
+                    &source,
+                    None,
+                    "internal error: a validation thread failed",
+                )],
+                None,
+            )
+        });
+        cx.diags.extend(side_diags);
+        let checked = cx.finish_with(source.clone(), resolved, model);
+        // Freeing a large document takes a while; let it happen off the caller's path.
+        if doc.spans.children.len() > 64 || source.text.len() > 256 * 1024 {
+            std::thread::spawn(move || drop(doc));
+        }
+        checked
     }
 
     fn check_params(
@@ -186,7 +227,7 @@ impl<'r> Validator<'r> {
                     cx.push(Diagnostic::new(
                         Code::Param,
                         cx.source,
-                        cx.map.value_span(&ptr),
+                        cx.doc.value_span(&ptr),
                         format!("the default of param `{name}` is invalid: {e}"),
                     ));
                 }
@@ -220,7 +261,7 @@ impl<'r> Validator<'r> {
         }
         for (name, spec) in &declared {
             let ptr = format!("/params/{}", yaml::escape_pointer_token(name));
-            let at = cx.map.key_span(&ptr);
+            let at = cx.doc.key_span(&ptr);
             let value = match given.get(name) {
                 Some(GivenParam::Text(t)) => match params::type_text(spec.kind, t) {
                     Ok(v) => Some(v),
@@ -280,20 +321,37 @@ impl<'r> Validator<'r> {
 pub(crate) struct Cx<'a> {
     pub v: &'a Validator<'a>,
     pub source: &'a Source,
-    pub map: &'a SourceMap,
+    pub doc: &'a Document,
     pub root: &'a Value,
     pub diags: Vec<Diagnostic>,
+    /// Compiled templates by (is expression, text): the names they read, or their error.
+    pub templates: std::collections::HashMap<(bool, String), TemplateCheck>,
 }
+
+/// What compiling one template found.
+pub(crate) type TemplateCheck = Result<HashSet<String>, crate::template::SyntaxError>;
 
 impl Cx<'_> {
     pub fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
-    fn finish(mut self, source: Source, params: Option<IndexMap<String, Value>>) -> Checked {
+    fn finish(self, source: Source, params: Option<IndexMap<String, Value>>) -> Checked {
+        self.finish_with(source, params, None)
+    }
+
+    /// Sorts the diagnostics and, when there are none, keeps (or builds) the model.
+    fn finish_with(
+        mut self,
+        source: Source,
+        params: Option<IndexMap<String, Value>>,
+        model: Option<Result<Runbook, serde_json::Error>>,
+    ) -> Checked {
         let mut runbook = None;
         if self.diags.is_empty() {
-            match serde_json::from_value::<Runbook>(self.root.clone()) {
+            let model =
+                model.unwrap_or_else(|| <Runbook as serde::Deserialize>::deserialize(self.root));
+            match model {
                 Ok(r) => runbook = Some(r),
                 Err(e) => self.diags.push(Diagnostic::new(
                     Code::Schema,

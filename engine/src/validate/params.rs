@@ -33,13 +33,8 @@ pub fn type_text(kind: ParamType, text: &str) -> Result<Value, String> {
     if kind == ParamType::String {
         return Ok(Value::String(text.to_string()));
     }
-    let v: Value = serde_saphyr::from_str(text).map_err(|e| {
-        format!(
-            "`{text}` is not a valid {}: {}",
-            kind.name(),
-            e.without_snippet()
-        )
-    })?;
+    let v: Value = crate::yaml::parse_value(text)
+        .map_err(|e| format!("`{text}` is not a valid {}: {e}", kind.name()))?;
     Ok(v)
 }
 

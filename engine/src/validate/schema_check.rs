@@ -9,14 +9,14 @@ use crate::diag::{Code, Diagnostic};
 use crate::schema::navigate;
 use crate::source::Source;
 use crate::suggest::did_you_mean;
-use crate::yaml::{escape_pointer_token, SourceMap};
+use crate::yaml::{escape_pointer_token, Document};
 
 /// Where the checked value sits in the document, and which code its problems get.
 pub struct Target<'a> {
     /// The source file.
     pub source: &'a Source,
     /// The document's source map.
-    pub map: &'a SourceMap,
+    pub doc: &'a Document,
     /// The pointer of the checked value inside the document ("" for the whole runbook).
     pub base: &'a str,
     /// The code for type and shape problems.
@@ -127,7 +127,7 @@ fn report(
                 Diagnostic::new(
                     t.code,
                     t.source,
-                    t.map.value_span(&pointer),
+                    t.doc.value_span(&pointer),
                     format!("{}{at}{message}", t.prefix),
                 )
                 .maybe_help(help),
@@ -144,7 +144,7 @@ fn report(
             out.push(Diagnostic::new(
                 t.code,
                 t.source,
-                t.map.key_span(&kp),
+                t.doc.key_span(&kp),
                 format!("{}`{field}`: `{key}` {why}", t.prefix),
             ));
         }
@@ -169,7 +169,7 @@ fn report(
                     Diagnostic::new(
                         Code::UnknownKey,
                         t.source,
-                        t.map.key_span(&kp),
+                        t.doc.key_span(&kp),
                         format!("{}unknown key `{key}`{at}", t.prefix),
                     )
                     .maybe_help(help)
@@ -200,7 +200,7 @@ fn report(
                 Diagnostic::new(
                     t.code,
                     t.source,
-                    t.map.key_span(&pointer),
+                    t.doc.key_span(&pointer),
                     format!("{}missing required key `{name}`{what}", t.prefix),
                 )
                 .maybe_help(help),
@@ -221,7 +221,7 @@ fn report(
                 Diagnostic::new(
                     t.code,
                     t.source,
-                    t.map.value_span(&pointer),
+                    t.doc.value_span(&pointer),
                     format!("{}{at}{message}", t.prefix),
                 )
                 .maybe_help(help),

@@ -100,12 +100,12 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
         match by_id.get(id) {
             Some(&first) => {
                 let first_line = cx
-                    .map
+                    .doc
                     .value_span(&format!("{}/id", list[first].ptr))
                     .map(|s| s.line)
                     .unwrap_or(0);
                 cx.push(
-                    Diagnostic::new(Code::DuplicateId, cx.source, cx.map.value_span(&format!("{}/id", s.ptr)), format!("duplicate step id `{id}`"))
+                    Diagnostic::new(Code::DuplicateId, cx.source, cx.doc.value_span(&format!("{}/id", s.ptr)), format!("duplicate step id `{id}`"))
                         .help(format!("step ids are unique in a runbook; `{id}` is first used on line {first_line}"))
                         .label("used again here"),
                 );
@@ -142,7 +142,7 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
                         Some(Value::Array(_)) => format!("{}/needs/{j}", s.ptr),
                         _ => format!("{}/needs", s.ptr),
                     };
-                    let span = cx.map.value_span(&ptr);
+                    let span = cx.doc.value_span(&ptr);
                     let mut d = Diagnostic::new(
                         Code::MissingNeed,
                         cx.source,
@@ -182,9 +182,9 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
                         help.push_str(&format!(" ({})", implicit.join("; ")));
                     }
                     let span = cx
-                        .map
+                        .doc
                         .value_span(&format!("{}/needs", first.ptr))
-                        .or_else(|| cx.map.value_span(&first.ptr));
+                        .or_else(|| cx.doc.value_span(&first.ptr));
                     cx.push(
                         Diagnostic::new(
                             Code::Cycle,
@@ -229,7 +229,7 @@ fn check_uses(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>) {
         Diagnostic::new(
             Code::UnknownAction,
             cx.source,
-            cx.map.value_span(&format!("{ptr}/uses")),
+            cx.doc.value_span(&format!("{ptr}/uses")),
             format!("unknown action `{name}`"),
         )
         .help(help)

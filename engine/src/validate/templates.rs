@@ -48,7 +48,7 @@ struct Scope {
 }
 
 /// How a string is read.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Mode {
     Template,
     Expression,
@@ -296,18 +296,30 @@ fn check_one(
     mode: Mode,
     field: &str,
 ) {
-    let result = match mode {
-        Mode::Template => check_template(&cx.v.env, s),
-        Mode::Expression => check_expression(&cx.v.env, s),
+    // Generated runbooks repeat the same templates many times: compile each text once.
+    let key = (mode == Mode::Expression, s.to_string());
+    let result = match cx.templates.get(&key) {
+        Some(r) => r.clone(),
+        None => {
+            let r = match mode {
+                Mode::Template => check_template(&cx.v.env, s),
+                Mode::Expression => check_expression(&cx.v.env, s),
+            };
+            cx.templates.insert(key, r.clone());
+            r
+        }
     };
-    let where_ = owner(cx, ptr);
     let _ = field;
     match result {
-        Err(e) => report_syntax(cx, s, ptr, &e, mode, &where_),
+        Err(e) => {
+            let where_ = owner(cx, ptr);
+            report_syntax(cx, s, ptr, &e, mode, &where_)
+        }
+        Ok(names) if names.is_empty() => {}
         Ok(names) => {
             let mut names: Vec<String> = names.into_iter().collect();
             names.sort();
-            check_names(cx, steps, s, ptr, scope, &names, &where_);
+            check_names(cx, steps, s, ptr, scope, &names);
         }
     }
 }
@@ -339,7 +351,7 @@ fn owner(cx: &Cx<'_>, ptr: &str) -> String {
 }
 
 fn report_syntax(cx: &mut Cx<'_>, s: &str, ptr: &str, e: &SyntaxError, mode: Mode, where_: &str) {
-    let Some(value_span) = cx.map.value_span(ptr) else {
+    let Some(value_span) = cx.doc.value_span(ptr) else {
         return;
     };
     let span = match &e.range {
@@ -375,7 +387,6 @@ fn check_names(
     ptr: &str,
     scope: Scope,
     names: &[String],
-    where_: &str,
 ) {
     let mut reported: HashSet<String> = HashSet::new();
     for name in names {
@@ -464,11 +475,12 @@ fn check_names(
             if !reported.insert(message.clone()) {
                 continue;
             }
-            let value_span = cx.map.value_span(ptr);
+            let value_span = cx.doc.value_span(ptr);
             let span = value_span.map(|vs| match s.find(&needle) {
                 Some(off) => locate_in_scalar(cx.source, vs, s, off, needle.len()),
                 None => vs,
             });
+            let where_ = owner(cx, ptr);
             cx.push(
                 Diagnostic::new(code, cx.source, span, format!("{message} (in {where_})"))
                     .maybe_help(help)
