@@ -213,7 +213,10 @@ fn schema_actions_and_completions() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/runbook.schema.json"),
     )
     .unwrap();
-    assert_eq!(schema, on_disk);
+    assert!(
+        schema == on_disk,
+        "`opsbook schema` differs from schemas/runbook.schema.json"
+    );
     let list = stdout(&opsbook(&["actions"]));
     for name in [
         "shell", "set", "sleep", "fail", "assert", "approve", "template", "runbook",

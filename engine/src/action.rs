@@ -28,9 +28,32 @@ pub struct ActionSpec {
     pub input_schema: Value,
     /// JSON Schema of `result`.
     pub output_schema: Value,
-    /// Whether `--dry-run` asks the real system (EC2 DryRun, Kubernetes dryRun=All, terraform
-    /// plan) rather than only describing the call.
-    pub supports_check: bool,
+    /// What the action does under `--dry-run`.
+    pub dry_run: DryRun,
+}
+
+/// What an action does under `--dry-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DryRun {
+    /// It has no side effects and runs as usual (`set`, `assert`).
+    Runs,
+    /// It asks the real system whether the change would work (EC2 DryRun, Kubernetes
+    /// `dryRun=All`, `terraform plan`).
+    Check,
+    /// It only describes what it would do.
+    Describe,
+}
+
+impl DryRun {
+    /// One line for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DryRun::Runs => "runs as usual (it changes nothing)",
+            DryRun::Check => "asks the real system whether the change would work",
+            DryRun::Describe => "describes what it would do and changes nothing",
+        }
+    }
 }
 
 impl ActionSpec {
@@ -42,13 +65,19 @@ impl ActionSpec {
             doc: doc.to_string(),
             input_schema: schema_for::<I>(),
             output_schema: schema_for::<O>(),
-            supports_check: false,
+            dry_run: DryRun::Describe,
         }
     }
 
     /// Marks the action as able to ask the real system in `--dry-run`.
     pub fn with_check(mut self) -> Self {
-        self.supports_check = true;
+        self.dry_run = DryRun::Check;
+        self
+    }
+
+    /// Marks the action as free of side effects: `--dry-run` runs it as usual.
+    pub fn runs_in_dry_run(mut self) -> Self {
+        self.dry_run = DryRun::Runs;
         self
     }
 }

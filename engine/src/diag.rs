@@ -153,9 +153,21 @@ impl Diagnostic {
 
     /// The diagnostic with a snippet of the source, for a terminal.
     pub fn pretty(&self, source: &Source, color: bool) -> String {
+        if self.span.is_none() {
+            // No place to show: name the file in the message itself.
+            let mut d = self.clone();
+            d.message = format!("{}: {}", self.file, self.message);
+            d.span = Some(Span::default());
+            return d.pretty_inner(source, color, false);
+        }
+        self.pretty_inner(source, color, true)
+    }
+
+    fn pretty_inner(&self, source: &Source, color: bool, snippet: bool) -> String {
         let report = Snippet {
             diag: self,
             src: miette::NamedSource::new(self.where_(), source.text.clone()),
+            snippet,
         };
         let theme = if color {
             miette::GraphicalTheme::unicode()
@@ -186,6 +198,7 @@ impl fmt::Display for Diagnostic {
 struct Snippet<'a> {
     diag: &'a Diagnostic,
     src: miette::NamedSource<Arc<str>>,
+    snippet: bool,
 }
 
 impl fmt::Debug for Snippet<'_> {
@@ -213,10 +226,10 @@ impl miette::Diagnostic for Snippet<'_> {
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.diag.span.map(|_| &self.src as &dyn miette::SourceCode)
+        self.snippet.then_some(&self.src as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let span = self.diag.span?;
+        let span = self.diag.span.filter(|_| self.snippet)?;
         let label = miette::LabeledSpan::new(
             Some(
                 self.diag

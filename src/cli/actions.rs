@@ -10,7 +10,7 @@ use super::{registry, EXIT_INVALID, EXIT_OK};
 enum Format {
     /// For people.
     Text,
-    /// The specs as JSON (name, summary, doc, input_schema, output_schema, supports_check).
+    /// The specs as JSON (name, summary, doc, input_schema, output_schema, dry_run).
     Json,
 }
 
@@ -74,14 +74,7 @@ fn describe(entry: &Entry) -> String {
     for line in wrap(&s.doc, 96) {
         out.push_str(&format!("  {line}\n"));
     }
-    out.push_str(&format!(
-        "\n  dry run: {}\n",
-        if s.supports_check {
-            "asks the real system whether the change would work"
-        } else {
-            "describes the call, changes nothing"
-        }
-    ));
+    out.push_str(&format!("\n  --dry-run: {}\n", s.dry_run.describe()));
     out.push_str("\nInputs (with:)\n");
     out.push_str(&fields(&s.input_schema));
     out.push_str("\nResult (result.*)\n");

@@ -108,7 +108,8 @@ pub fn specs() -> Vec<ActionSpec> {
             "`that:` holds bare expressions over the run's scope (`steps`, `params`, `vars` …): \
              `that: [\"steps.health.result.status == 200\"]`. The step fails with `message` (or \
              the first false expression) when any is false. Runs in `--dry-run` too.",
-        ),
+        )
+        .runs_in_dry_run(),
         ActionSpec::new::<ApproveInput, ApproveOutput>(
             "approve",
             "Ask a person to confirm before the run goes on.",
@@ -127,7 +128,8 @@ pub fn specs() -> Vec<ActionSpec> {
             "runbook",
             "Run another runbook as a step.",
             "Runs `path` with `params`; its steps appear nested in the report, and its outputs \
-             become this step's `result.outputs`.",
-        ),
+             become this step's `result.outputs`. In `--dry-run` the nested run is a dry run too.",
+        )
+        .runs_in_dry_run(),
     ]
 }

@@ -26,6 +26,7 @@ impl Action for Set {
              `result.hosts`. Useful to name intermediate values and to shape outputs. Makes no \
              change, so `--dry-run` runs it as usual.",
         )
+        .runs_in_dry_run()
     }
     async fn run(&self, input: Value, _: &StepContext) -> Result<Value, ActionError> {
         Ok(input)
@@ -95,6 +96,7 @@ impl Action for Fail {
             "Use with `when:` to stop a run on a condition: `when: steps.check.outputs.errors > \
              0`. Never retried.",
         )
+        .runs_in_dry_run()
     }
     async fn run(&self, input: Value, _: &StepContext) -> Result<Value, ActionError> {
         let input: FailInput = serde_json::from_value(input)

@@ -8,7 +8,8 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The regular expression a duration string must match (also in the JSON schema).
-pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*)+$";
+pub const DURATION_PATTERN: &str =
+    r"^\s*(([0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*)+|[0-9]+(\.[0-9]+)?\s*)$";
 
 /// A duration in a runbook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -78,10 +79,11 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (d, rem) = (ms / 86_400_000, ms % 86_400_000);
+    let (h, rem) = (rem / 3_600_000, rem % 3_600_000);
     let (m, rem) = (rem / 60_000, rem % 60_000);
     let (s, ms) = (rem / 1000, rem % 1000);
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
         if n > 0 {
             out.push_str(&format!("{n}{unit}"));
         }
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn pattern_agrees_with_parser() {
         let re = regex::Regex::new(DURATION_PATTERN).unwrap();
-        for ok in ["500ms", "30s", "1h30m", "1.5h", "2d"] {
+        for ok in ["500ms", "30s", "1h30m", "1.5h", "2d", "90", "1.5"] {
             assert!(re.is_match(ok) && parse_duration(ok).is_ok(), "{ok}");
         }
         for bad in ["5x", "h", "1h30"] {
@@ -175,7 +177,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["1h30m", "250ms", "5m", "1m1s"] {
+        for s in ["1h30m", "250ms", "5m", "1m1s", "1d1h"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
     }

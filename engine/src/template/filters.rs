@@ -79,7 +79,8 @@ pub fn b64decode(v: Value) -> Result<String, Error> {
 }
 
 fn regex(pattern: &str, ignorecase: bool) -> Result<Arc<regex::Regex>, Error> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, bool), Arc<regex::Regex>>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<(String, bool), Arc<regex::Regex>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (pattern.to_string(), ignorecase);
     if let Some(r) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {

@@ -7,6 +7,7 @@
 //! templates have no file system or network access: the environment has no loader.
 
 pub mod filters;
+pub mod scan;
 
 use std::collections::HashSet;
 
@@ -96,6 +97,8 @@ pub struct SyntaxError {
     pub range: Option<std::ops::Range<usize>>,
     /// 1-based line inside the template string, when known.
     pub line: Option<usize>,
+    /// How to fix it, when there is something to say.
+    pub help: Option<String>,
 }
 
 fn syntax_error(e: &Error, base: usize) -> SyntaxError {
@@ -106,6 +109,7 @@ fn syntax_error(e: &Error, base: usize) -> SyntaxError {
             .unwrap_or_else(|| e.kind().to_string()),
         range: e.range().map(|r| r.start + base..r.end + base),
         line: e.line(),
+        help: None,
     }
 }
 
@@ -117,10 +121,181 @@ pub fn check_template(env: &Environment<'_>, s: &str) -> Result<HashSet<String>,
         Kind::Expression(expr, offset) => check_expression_at(env, expr, offset),
         Kind::Text => {
             let t = env.template_from_str(s).map_err(|e| syntax_error(&e, 0))?;
-            Ok(t.undeclared_variables(true))
+            let mut names = t.undeclared_variables(true);
+            finish_check(env, s, false, 0, &mut names)?;
+            Ok(names)
         }
     }
 }
+
+/// Adds bracket reads to `names` and fails on an unknown filter or test.
+fn finish_check(
+    env: &Environment<'_>,
+    code: &str,
+    expression: bool,
+    base: usize,
+    names: &mut HashSet<String>,
+) -> Result<(), SyntaxError> {
+    for u in scan::filters_and_tests(code, expression) {
+        if !exists(env, &u) {
+            let (what, known) = if u.test {
+                ("test", KNOWN_TESTS)
+            } else {
+                ("filter", KNOWN_FILTERS)
+            };
+            return Err(SyntaxError {
+                message: format!("unknown {what} `{}`", u.name),
+                range: Some(base + u.offset..base + u.offset + u.name.len()),
+                line: None,
+                help: crate::suggest::did_you_mean(&u.name, known.iter().copied())
+                    .or_else(|| Some(format!("docs/format.md lists the {what}s"))),
+            });
+        }
+    }
+    for (name, _) in scan::bracket_reads(code, expression) {
+        names.insert(name);
+    }
+    Ok(())
+}
+
+/// Whether the environment has this filter or test (asked once per name).
+fn exists(env: &Environment<'_>, u: &scan::Use) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<std::collections::HashMap<(bool, String), bool>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let key = (u.test, u.name.clone());
+    if let Some(&known) = seen.lock().ok().and_then(|m| m.get(&key).copied()).as_ref() {
+        return known;
+    }
+    let probe = if u.test {
+        format!("none is {}", u.name)
+    } else {
+        format!("none | {}", u.name)
+    };
+    let missing = if u.test {
+        minijinja::ErrorKind::UnknownTest
+    } else {
+        minijinja::ErrorKind::UnknownFilter
+    };
+    let found = match env.compile_expression(&probe) {
+        Ok(e) => !matches!(e.eval(()), Err(err) if err.kind() == missing),
+        Err(_) => true,
+    };
+    if let Ok(mut m) = seen.lock() {
+        m.insert(key, found);
+    }
+    found
+}
+
+/// Filter names, for suggestions: Jinja's own (minijinja), minijinja-contrib's, and opsbook's.
+pub const KNOWN_FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+    "pluralize",
+    "filesizeformat",
+    "truncate",
+    "striptags",
+    "wordcount",
+    "datetimeformat",
+    "timeformat",
+    "dateformat",
+    "shquote",
+    "fromjson",
+    "fromyaml",
+    "b64encode",
+    "b64decode",
+    "regex_search",
+    "regex_replace",
+    "duration",
+    "to_datetime",
+];
+
+/// Test names, for suggestions.
+pub const KNOWN_TESTS: &[&str] = &[
+    "undefined",
+    "defined",
+    "none",
+    "safe",
+    "escaped",
+    "boolean",
+    "odd",
+    "even",
+    "divisibleby",
+    "number",
+    "integer",
+    "int",
+    "float",
+    "string",
+    "sequence",
+    "iterable",
+    "mapping",
+    "startingwith",
+    "endingwith",
+    "lower",
+    "upper",
+    "sameas",
+    "eq",
+    "equalto",
+    "ne",
+    "lt",
+    "lessthan",
+    "le",
+    "gt",
+    "greaterthan",
+    "ge",
+    "in",
+    "true",
+    "false",
+    "filter",
+    "test",
+];
 
 /// Compiles a bare expression (`when`, `until`) and returns the names it reads.
 pub fn check_expression(env: &Environment<'_>, expr: &str) -> Result<HashSet<String>, SyntaxError> {
@@ -137,12 +312,15 @@ fn check_expression_at(
             message: "empty expression".into(),
             range: Some(offset..offset + expr.len()),
             line: Some(1),
+            help: None,
         });
     }
     let e = env
         .compile_expression(expr)
         .map_err(|e| syntax_error(&e, offset))?;
-    Ok(e.undeclared_variables(true))
+    let mut names = e.undeclared_variables(true);
+    finish_check(env, expr, true, offset, &mut names)?;
+    Ok(names)
 }
 
 /// Renders one string with native types for a lone expression.
@@ -348,5 +526,14 @@ mod tests {
         assert!(e.range.is_some());
         let e = check_template(&env, "{{ a + }}").unwrap_err();
         assert!(e.range.unwrap().start >= 2);
+        let e = check_template(&env, "x {{ a | trimm }}").unwrap_err();
+        assert_eq!(e.message, "unknown filter `trimm`");
+        assert_eq!(e.range, Some(9..14));
+        assert_eq!(e.help.as_deref(), Some("did you mean `trim`?"));
+        let e = check_expression(&env, "a is defind").unwrap_err();
+        assert_eq!(e.message, "unknown test `defind`");
+        assert!(check_expression(&env, "a is not defined and b | shquote").is_ok());
+        let names = check_template(&env, "{{ steps['my-id'].outputs.x }}").unwrap();
+        assert!(names.contains("steps.my-id.outputs.x"), "{names:?}");
     }
 }

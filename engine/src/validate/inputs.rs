@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::schema_check::{self, Target};
 use super::structure::Steps;
 use super::Cx;
-use crate::diag::Code;
+use crate::diag::{Code, Diagnostic};
+use crate::schema::navigate;
 use crate::template::{classify, Kind};
 use crate::yaml::escape_pointer_token;
 
@@ -38,7 +39,20 @@ fn check_call(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>, with: Option<&Va
         None => Value::Object(Default::default()),
         // A whole `with:` given by one template: its shape is known only once rendered.
         Some(Value::String(s)) if classify(s) != Kind::Literal => return,
-        Some(v) => v.clone(),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            let span = cx.doc.value_span(&format!("{ptr}/with"));
+            cx.push(
+                Diagnostic::new(
+                    Code::ActionInput,
+                    cx.source,
+                    span,
+                    format!("`with` of `{name}` must be a mapping of inputs"),
+                )
+                .help(format!("`opsbook actions {name}` lists the inputs")),
+            );
+            return;
+        }
     };
     let mut templated = Vec::new();
     collect_templated(&input, String::new(), &mut templated);
@@ -51,7 +65,13 @@ fn check_call(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>, with: Option<&Va
         code: Code::ActionInput,
         prefix: &prefix,
     };
-    let skip = |path: &str, kind: &ValidationErrorKind| {
+    let schema = &entry.spec.input_schema;
+    let skip = |path: &str, kind: &ValidationErrorKind, schema_path: &str| {
+        // Alternatives that differ only in which keys are present (`command` or `args`) do not
+        // depend on what a template renders to.
+        if presence_only(schema, schema_path) {
+            return false;
+        }
         templated.iter().any(|tp| {
             let at_or_below = path == tp || path.starts_with(&format!("{tp}/"));
             let combinator_above = tp.starts_with(&format!("{path}/"))
@@ -69,6 +89,17 @@ fn check_call(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>, with: Option<&Va
     };
     let diags = schema_check::check(validator, &entry.spec.input_schema, &input, &t, &skip);
     cx.diags.extend(diags);
+}
+
+/// Whether the combinator at `schema_path` only asks for keys to be present.
+fn presence_only(schema: &Value, schema_path: &str) -> bool {
+    match navigate(schema, schema_path) {
+        Some(Value::Array(branches)) => branches.iter().all(|b| {
+            b.as_object()
+                .is_some_and(|o| o.keys().all(|k| k == "required"))
+        }),
+        _ => false,
+    }
 }
 
 /// Pointers (relative to `with`) of the strings that are templates.

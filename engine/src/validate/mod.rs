@@ -163,7 +163,7 @@ impl<'r> Validator<'r> {
                     &self.schema,
                     &doc.value,
                     &t,
-                    &|_, _| false,
+                    &|_, _, _| false,
                 );
                 side.diags.extend(schema_diags);
                 inputs::check(&mut side, &steps);
@@ -221,6 +221,33 @@ impl<'r> Validator<'r> {
             })
             .unwrap_or_default();
         for (name, spec) in &declared {
+            let ptr = format!("/params/{}", yaml::escape_pointer_token(name));
+            let mut bare = spec.as_items();
+            bare.allowed = None;
+            for (i, v) in spec.allowed.iter().flatten().enumerate() {
+                if let Err(e) = params::check_value(&bare, v) {
+                    cx.push(Diagnostic::new(
+                        Code::Param,
+                        cx.source,
+                        cx.doc.value_span(&format!("{ptr}/enum/{i}")),
+                        format!("param `{name}`: this allowed value can never be given: {e}"),
+                    ));
+                }
+            }
+            if let (Some(min), Some(max)) = (spec.minimum, spec.maximum) {
+                if min > max {
+                    cx.push(Diagnostic::new(Code::Param, cx.source, cx.doc.value_span(&format!("{ptr}/minimum")), format!("param `{name}`: `minimum` ({min}) is above `maximum` ({max}), so no value fits")));
+                }
+            }
+            if spec.items.is_some() && spec.kind != crate::model::ParamType::Array {
+                cx.push(Diagnostic::new(Code::Param, cx.source, cx.doc.key_span(&format!("{ptr}/items")), format!("param `{name}`: `items` applies only to `type: array`, and this param is a {}", spec.kind.name())));
+            }
+            if spec.required && spec.default.is_some() {
+                cx.push(
+                    Diagnostic::new(Code::Param, cx.source, cx.doc.key_span(&format!("{ptr}/required")), format!("param `{name}` is `required` but has a `default`, so it is never missing"))
+                        .help("drop `required: true`, or drop the default to make callers choose"),
+                );
+            }
             if let Some(default) = &spec.default {
                 if let Err(e) = params::check_value(&spec.as_items(), default) {
                     let ptr = format!("/params/{}/default", yaml::escape_pointer_token(name));
@@ -353,12 +380,22 @@ impl Cx<'_> {
                 model.unwrap_or_else(|| <Runbook as serde::Deserialize>::deserialize(self.root));
             match model {
                 Ok(r) => runbook = Some(r),
-                Err(e) => self.diags.push(Diagnostic::new(
-                    Code::Schema,
-                    &source,
-                    None,
-                    format!("invalid runbook: {e}"),
-                )),
+                Err(_) => {
+                    // Rare (the schema passed): find where, and say it in the runbook's words.
+                    let (pointer, message) = model_error(self.root);
+                    let field = display_path(&pointer);
+                    let at = if field.is_empty() {
+                        String::new()
+                    } else {
+                        format!("`{field}`: ")
+                    };
+                    self.diags.push(Diagnostic::new(
+                        Code::Schema,
+                        &source,
+                        self.doc.value_span(&pointer),
+                        format!("{at}{message}"),
+                    ));
+                }
             }
         }
         let mut diagnostics = self.diags;
@@ -369,6 +406,34 @@ impl Cx<'_> {
             diagnostics,
             runbook,
             params,
+        }
+    }
+}
+
+/// Where and why the model cannot be built from a document that passed the schema (a whole
+/// number written `2.0` for a count, say).
+fn model_error(root: &Value) -> (String, String) {
+    use serde_path_to_error::Segment;
+    match serde_path_to_error::deserialize::<_, Runbook>(root) {
+        Ok(_) => (String::new(), "invalid runbook".into()),
+        Err(e) => {
+            let mut pointer = String::new();
+            for seg in e.path().iter() {
+                match seg {
+                    Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                    Segment::Map { key } => {
+                        pointer.push_str(&format!("/{}", yaml::escape_pointer_token(key)))
+                    }
+                    _ => {}
+                }
+            }
+            let message = e
+                .inner()
+                .to_string()
+                .replace("expected u32", "expected a whole number")
+                .replace("expected u64", "expected a whole number")
+                .replace("floating point", "the number");
+            (pointer, message)
         }
     }
 }

@@ -33,7 +33,7 @@ pub fn check(
     schema: &Value,
     value: &Value,
     t: &Target<'_>,
-    skip: &dyn Fn(&str, &ValidationErrorKind) -> bool,
+    skip: &dyn Fn(&str, &ValidationErrorKind, &str) -> bool,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for err in validator.iter_errors(value) {
@@ -56,19 +56,103 @@ fn report(
     schema: &Value,
     value: &Value,
     t: &Target<'_>,
-    skip: &dyn Fn(&str, &ValidationErrorKind) -> bool,
+    skip: &dyn Fn(&str, &ValidationErrorKind, &str) -> bool,
     out: &mut Vec<Diagnostic>,
 ) {
     let path = err.instance_path().as_str().to_string();
     let kind = err.kind();
-    if skip(&path, kind) {
+    let schema_path = err.schema_path().as_str().to_string();
+    if skip(&path, kind, &schema_path) {
         return;
     }
     let pointer = format!("{}{}", t.base, path);
-    let schema_path = err.schema_path().as_str().to_string();
     let field = display_path(&path);
     match kind {
-        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+        ValidationErrorKind::AnyOf { context }
+        | ValidationErrorKind::OneOfNotValid { context }
+        | ValidationErrorKind::OneOfMultipleValid { context } => {
+            let multiple = matches!(kind, ValidationErrorKind::OneOfMultipleValid { .. });
+            let at = if field.is_empty() {
+                String::new()
+            } else {
+                format!("`{field}`: ")
+            };
+            let branches = branch_schemas(schema, &schema_path);
+            // Alternatives told apart by which keys are present: secret sources, `shell`'s
+            // `command` or `args`.
+            if let Some(Value::Object(obj)) = value.pointer(&path) {
+                let required: Vec<Vec<String>> = branches.iter().map(|b| required_of(b)).collect();
+                if !required.is_empty() && required.iter().all(|r| !r.is_empty()) {
+                    let present: Vec<usize> = (0..required.len())
+                        .filter(|&i| required[i].iter().all(|k| obj.contains_key(k)))
+                        .collect();
+                    let names = required
+                        .iter()
+                        .map(|r| {
+                            r.iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(" + ")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    match present.len() {
+                        1 if !multiple => {
+                            for e in context.get(present[0]).into_iter().flatten() {
+                                report(e, schema, value, t, skip, out);
+                            }
+                        }
+                        0 => {
+                            let known: Vec<&str> =
+                                required.iter().flatten().map(String::as_str).collect();
+                            let strangers: Vec<String> = obj
+                                .keys()
+                                .filter(|k| !known.contains(&k.as_str()))
+                                .map(|k| format!("`{k}`"))
+                                .collect();
+                            let help = strangers
+                                .first()
+                                .and_then(|st| {
+                                    let word = st.trim_matches('`');
+                                    did_you_mean(word, known.iter().copied())
+                                        .map(|d| format!("{st}: {d}"))
+                                })
+                                .or_else(|| {
+                                    (!strangers.is_empty()).then(|| {
+                                        format!("{} is not one of them", strangers.join(", "))
+                                    })
+                                });
+                            out.push(
+                                Diagnostic::new(
+                                    t.code,
+                                    t.source,
+                                    t.doc.key_span(&pointer),
+                                    format!("{}{at}needs one of {names}", t.prefix),
+                                )
+                                .maybe_help(help),
+                            );
+                        }
+                        _ => {
+                            out.push(Diagnostic::new(
+                                t.code,
+                                t.source,
+                                t.doc.key_span(&pointer),
+                                format!("{}{at}give only one of {names}", t.prefix),
+                            ));
+                        }
+                    }
+                    return;
+                }
+            }
+            if multiple {
+                out.push(Diagnostic::new(
+                    t.code,
+                    t.source,
+                    t.doc.value_span(&pointer),
+                    format!("{}{at}matches more than one allowed form", t.prefix),
+                ));
+                return;
+            }
             // Report the problems of the alternative whose type fits: `retry: {attempts: 0}`
             // should say "attempts must be at least 1", not "a mapping is not allowed here".
             let fitting: Vec<&Vec<ValidationError<'static>>> = context
@@ -82,6 +166,8 @@ fn report(
                 return;
             }
             let mut expected: Vec<String> = Vec::new();
+            let mut constants: Vec<String> = Vec::new();
+            let mut only_constants = true;
             for e in context
                 .iter()
                 .flatten()
@@ -90,39 +176,68 @@ fn report(
                 let name = match e.kind() {
                     ValidationErrorKind::Type {
                         kind: TypeKind::Single(ty),
-                    } => kind_name(ty).to_string(),
+                    } => {
+                        only_constants = false;
+                        kind_name(ty).to_string()
+                    }
                     ValidationErrorKind::Type {
                         kind: TypeKind::Multiple(ts),
-                    } => ts
-                        .iter()
-                        .map(|ty| kind_name(&ty))
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                    ValidationErrorKind::Constant { expected_value } => expected_value.to_string(),
+                    } => {
+                        only_constants = false;
+                        ts.iter()
+                            .map(|ty| kind_name(&ty))
+                            .filter(|n| *n != "null")
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    }
+                    ValidationErrorKind::Constant { expected_value } => {
+                        if let Some(c) = expected_value.as_str() {
+                            constants.push(c.to_string());
+                        }
+                        expected_value.to_string()
+                    }
                     _ => continue,
                 };
-                if name != "null" && !expected.contains(&name) {
+                if !name.is_empty() && name != "null" && !expected.contains(&name) {
                     expected.push(name);
                 }
             }
-            let got = value
-                .pointer(&path)
-                .map(type_name)
-                .unwrap_or("something else");
-            let at = if field.is_empty() {
-                String::new()
-            } else {
-                format!("`{field}`: ")
-            };
+            let here = value.pointer(&path);
+            let got = here.map(type_name).unwrap_or("something else");
+            let help = navigate(schema, parent_of_keyword(&schema_path))
+                .and_then(|s| s.get("description"))
+                .and_then(Value::as_str)
+                .map(first_sentence);
+            if only_constants && !constants.is_empty() {
+                let shown = here
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .unwrap_or_default();
+                let list = constants
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let hint = did_you_mean(&shown, constants.iter().map(String::as_str)).or(help);
+                out.push(
+                    Diagnostic::new(
+                        t.code,
+                        t.source,
+                        t.doc.value_span(&pointer),
+                        format!("{}{at}`{shown}` is not one of {list}", t.prefix),
+                    )
+                    .maybe_help(hint),
+                );
+                return;
+            }
             let message = if expected.is_empty() {
                 format!("{got} is not allowed here")
             } else {
                 format!("expected {}, got {got}", expected.join(" or "))
             };
-            let help = navigate(schema, parent_of_keyword(&schema_path))
-                .and_then(|s| s.get("description"))
-                .and_then(Value::as_str)
-                .map(first_sentence);
             out.push(
                 Diagnostic::new(
                     t.code,
@@ -207,16 +322,42 @@ fn report(
             );
         }
         _ => {
-            let message = friendly(kind, value.pointer(&path)).unwrap_or_else(|| err.to_string());
-            let at = if field.is_empty() {
+            let here = value.pointer(&path);
+            let mut message = friendly(kind, here).unwrap_or_else(|| err.to_string());
+            if t.base.is_empty() && path == "/version" {
+                message = format!(
+                    "the format version must be 1, not {}",
+                    here.map(|v| v.to_string()).unwrap_or_default()
+                );
+            }
+            let at = if field.is_empty() || path == "/version" {
                 String::new()
             } else {
                 format!("`{field}`: ")
             };
-            let help = navigate(schema, parent_of_keyword(&schema_path))
+            let mut help = navigate(schema, parent_of_keyword(&schema_path))
                 .and_then(|s| s.get("description"))
                 .and_then(Value::as_str)
                 .map(first_sentence);
+            if path == "/version" {
+                help = None;
+            }
+            match kind {
+                ValidationErrorKind::Pattern { pattern } if pattern_meaning(pattern).is_some() => {
+                    help = None
+                }
+                ValidationErrorKind::Enum { options } => {
+                    if let (Some(word), Some(opts)) =
+                        (here.and_then(Value::as_str), options.as_array())
+                    {
+                        let names: Vec<&str> = opts.iter().filter_map(Value::as_str).collect();
+                        if let Some(d) = did_you_mean(word, names) {
+                            help = Some(d);
+                        }
+                    }
+                }
+                _ => {}
+            }
             out.push(
                 Diagnostic::new(
                     t.code,
@@ -228,6 +369,40 @@ fn report(
             );
         }
     }
+}
+
+/// The alternatives of an `anyOf`/`oneOf` keyword, `$ref`s resolved.
+fn branch_schemas<'a>(schema: &'a Value, keyword_path: &str) -> Vec<&'a Value> {
+    let Some(Value::Array(branches)) = navigate(schema, keyword_path) else {
+        return Vec::new();
+    };
+    branches
+        .iter()
+        .map(|b| {
+            match b
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix('#'))
+            {
+                Some(p) => schema.pointer(p).unwrap_or(b),
+                None => b,
+            }
+        })
+        .collect()
+}
+
+/// The keys a schema requires.
+fn required_of(schema: &Value) -> Vec<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What the format's own patterns mean, in words.
@@ -255,7 +430,8 @@ fn parent_of_keyword(schema_path: &str) -> &str {
 }
 
 fn first_sentence(s: &str) -> String {
-    let s = s.trim();
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = s.as_str();
     match s.find(". ") {
         Some(i) => s[..=i].to_string(),
         None => s.to_string(),

@@ -162,40 +162,7 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
                     };
                     cx.push(d.label("no such step"));
                 }
-                GraphError::Cycle(path) => {
-                    let names: Vec<String> = path.iter().map(|&i| members[i].label()).collect();
-                    let first = &members[path[0]];
-                    let implicit: Vec<String> = path
-                        .windows(2)
-                        .filter(|w| members[w[0]].get("needs").is_none())
-                        .map(|w| {
-                            format!(
-                                "`{}` needs `{}` because it comes right after it",
-                                members[w[0]].label(),
-                                members[w[1]].label()
-                            )
-                        })
-                        .collect();
-                    let mut help =
-                        "each step needs the next one; remove one of these needs".to_string();
-                    if !implicit.is_empty() {
-                        help.push_str(&format!(" ({})", implicit.join("; ")));
-                    }
-                    let span = cx
-                        .doc
-                        .value_span(&format!("{}/needs", first.ptr))
-                        .or_else(|| cx.doc.value_span(&first.ptr));
-                    cx.push(
-                        Diagnostic::new(
-                            Code::Cycle,
-                            cx.source,
-                            span,
-                            format!("the steps form a cycle: {}", names.join(" -> ")),
-                        )
-                        .help(help)
-                        .label("cycle starts here"),
-                    );
-                }
+                GraphError::Cycle(path) => report_cycle(cx, members, &path),
             }
         }
         graphs.push(graph);
@@ -214,6 +181,69 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
         by_id,
         graphs,
     }
+}
+
+/// The entry of `step`'s `needs` that names `target`, or its whole `needs`.
+fn needs_entry_ptr(step: &StepInfo<'_>, target: &str) -> String {
+    match step.get("needs") {
+        Some(Value::Array(items)) => match items.iter().position(|v| v.as_str() == Some(target)) {
+            Some(j) => format!("{}/needs/{j}", step.ptr),
+            None => format!("{}/needs", step.ptr),
+        },
+        _ => format!("{}/needs", step.ptr),
+    }
+}
+
+fn report_cycle(cx: &mut Cx<'_>, members: &[StepInfo<'_>], path: &[usize]) {
+    let first = &members[path[0]];
+    let second = &members[path[1]];
+    let span = cx
+        .doc
+        .value_span(&needs_entry_ptr(first, &second.label()))
+        .or_else(|| cx.doc.value_span(&first.ptr));
+    if path.len() == 2 {
+        cx.push(
+            Diagnostic::new(
+                Code::Cycle,
+                cx.source,
+                span,
+                format!("step `{}` needs itself", first.label()),
+            )
+            .help("remove it from its own `needs`")
+            .label("here"),
+        );
+        return;
+    }
+    let names: Vec<String> = path.iter().map(|&i| members[i].label()).collect();
+    let implicit: Vec<String> = path
+        .windows(2)
+        .filter(|w| members[w[0]].get("needs").is_none())
+        .map(|w| {
+            format!(
+                "`{}` needs `{}` only because it comes right after it",
+                members[w[0]].label(),
+                members[w[1]].label()
+            )
+        })
+        .collect();
+    let help = if implicit.is_empty() {
+        "each step needs the next one: remove one of these needs".to_string()
+    } else {
+        format!(
+            "each step needs the next one; {}: give such a step its own `needs` (`needs: []` to start at once)",
+            implicit.join("; ")
+        )
+    };
+    cx.push(
+        Diagnostic::new(
+            Code::Cycle,
+            cx.source,
+            span,
+            format!("the steps form a cycle: {}", names.join(" -> ")),
+        )
+        .help(help)
+        .label("cycle starts here"),
+    );
 }
 
 fn check_uses(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>) {

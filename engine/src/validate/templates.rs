@@ -363,10 +363,15 @@ fn report_syntax(cx: &mut Cx<'_>, s: &str, ptr: &str, e: &SyntaxError, mode: Mod
     } else {
         "template"
     };
-    let help = if mode == Mode::Expression && (s.contains("{{") || s.contains("{%")) {
+    let braces = mode == Mode::Expression && (s.contains("{{") || s.contains("{%"));
+    let span = match s.find("{{").or_else(|| s.find("{%")) {
+        Some(at) if braces => locate_in_scalar(cx.source, value_span, s, at, 2),
+        _ => span,
+    };
+    let help = if braces {
         Some("`when`, `retry.until` and `assert` conditions are bare expressions: write them without `{{ }}`".to_string())
     } else {
-        None
+        e.help.clone()
     };
     cx.push(
         Diagnostic::new(
@@ -417,12 +422,16 @@ fn check_names(
                 })
             }),
             "steps" => match scope.steps {
-                StepsVisible::None => Some((
-                    Code::StepReference,
-                    "`steps` is not available here: it is computed before any step runs".into(),
-                    None,
-                    "steps".into(),
-                )),
+                StepsVisible::None => {
+                    let (place, why) = if ptr.starts_with("/vars") {
+                        ("`vars`", "vars are computed before any step runs")
+                    } else if ptr.starts_with("/defaults") {
+                        ("`defaults`", "defaults apply to every step, before any has run")
+                    } else {
+                        ("the runbook's `env`", "it is computed before any step runs; a step's own `env` can read `steps`")
+                    };
+                    Some((Code::StepReference, format!("`steps` cannot be read in {place}: {why}"), None, "steps".into()))
+                }
                 _ => parts.get(1).and_then(|id| {
                     step_problem(
                         steps,
@@ -434,20 +443,20 @@ fn check_names(
                 }),
             },
             "item" | "index" => (!scope.item).then(|| {
-                (
-                    Code::UnknownName,
-                    format!("`{root}` is only defined in a step with `for_each`"),
-                    None,
-                    root.to_string(),
-                )
+                let message = if ptr.contains("/for_each") {
+                    format!("`{root}` is not defined in `for_each` itself: it is bound to each item of the list `for_each` gives")
+                } else {
+                    format!("`{root}` is only defined in a step with `for_each`")
+                };
+                (Code::UnknownName, message, None, root.to_string())
             }),
             "result" => (!scope.result).then(|| {
-                (
-                    Code::UnknownName,
-                    "`result` is only defined in `outputs` and `retry.until`".to_string(),
-                    Some("to read another step's result, use `steps.<id>.result`".into()),
-                    "result".to_string(),
-                )
+                let message = if ptr.starts_with("/outputs") {
+                    "`result` is not defined in the run's `outputs`".to_string()
+                } else {
+                    "`result` is only defined in a step's `outputs` and `retry.until`".to_string()
+                };
+                (Code::UnknownName, message, Some("to read a step's result, use `steps.<id>.result`".into()), "result".to_string())
             }),
             other if cx.v.globals.contains(other) => None,
             other => {
@@ -461,8 +470,14 @@ fn check_names(
                 if scope.result {
                     in_scope.push("result");
                 }
-                let help = did_you_mean(other, in_scope.iter().copied())
-                    .unwrap_or_else(|| format!("names in scope here: {}", in_scope.join(", ")));
+                let declared_as = ["params", "vars", "secrets"].into_iter().find(|section| {
+                    cx.root.get(*section).and_then(Value::as_object).is_some_and(|m| m.contains_key(other))
+                });
+                let help = match declared_as {
+                    Some(section) => format!("did you mean `{section}.{other}`?"),
+                    None => did_you_mean(other, in_scope.iter().copied())
+                        .unwrap_or_else(|| format!("names in scope here: {}", in_scope.join(", "))),
+                };
                 Some((
                     Code::UnknownName,
                     format!("`{other}` is not defined"),
@@ -476,7 +491,7 @@ fn check_names(
                 continue;
             }
             let value_span = cx.doc.value_span(ptr);
-            let span = value_span.map(|vs| match s.find(&needle) {
+            let span = value_span.map(|vs| match find_name(s, &needle) {
                 Some(off) => locate_in_scalar(cx.source, vs, s, off, needle.len()),
                 None => vs,
             });
@@ -488,6 +503,35 @@ fn check_names(
             );
         }
     }
+}
+
+/// Where `needle` (a dotted name) is read in `s`: the whole name, not a longer one that starts
+/// with it, or its bracket form (`steps['my-id']`).
+fn find_name(s: &str, needle: &str) -> Option<usize> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(p) = s[from..].find(needle) {
+        let at = from + p;
+        let before_ok = at == 0 || !s[..at].ends_with(|c: char| ident(c) || c == '.');
+        let after_ok = !s[at + needle.len()..].starts_with(ident);
+        if before_ok && after_ok {
+            return Some(at);
+        }
+        from = at + needle.len();
+    }
+    let mut parts = needle.splitn(3, '.');
+    let (root, key) = (parts.next()?, parts.next()?);
+    for q in ['\'', '"'] {
+        for form in [
+            format!("{root}[{q}{key}{q}]"),
+            format!("{root}[ {q}{key}{q} ]"),
+        ] {
+            if let Some(p) = s.find(&form) {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 /// `params.x`, `vars.x`, `secrets.x`: is `x` declared (before index `before`, for vars)?
