@@ -82,3 +82,22 @@ fn odd_documents_get_errors_not_panics() {
         assert!(!d.is_empty(), "accepted: {text:?}");
     }
 }
+
+/// Inputs the fuzzer once crashed on (`fuzz/`): each must now give diagnostics, not a panic.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut r = Registry::new();
+        opsbook_engine::builtins::register(&mut r);
+        let checked = Validator::new(&r).check(Source::new("f.yaml", text.as_ref()), None);
+        for d in &checked.diagnostics {
+            let _ = d.pretty(&checked.source, false);
+        }
+        n += 1;
+    }
+    assert!(n > 0);
+}

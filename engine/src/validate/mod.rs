@@ -457,7 +457,7 @@ pub(crate) fn locate_in_scalar(
         }
     };
     let raw = source.text.get(value.offset..).unwrap_or("");
-    if offset > s.len() {
+    if offset > s.len() || !s.is_char_boundary(offset) {
         return value;
     }
     if raw.starts_with(s) {
@@ -471,7 +471,11 @@ pub(crate) fn locate_in_scalar(
     let line_end = s[offset..].find('\n').map_or(s.len(), |i| offset + i);
     let line = &s[line_start..line_end];
     if line.trim().len() >= 3 {
-        let window = &raw[..raw.len().min(s.len() * 2 + 512)];
+        let mut end = raw.len().min(s.len() * 2 + 512);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        let window = &raw[..end];
         if let Some(p) = window.find(line) {
             return at(value.offset + p + (offset - line_start));
         }
