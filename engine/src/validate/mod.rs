@@ -139,63 +139,67 @@ impl<'r> Validator<'r> {
             return cx.finish(source.clone(), None);
         }
         let steps = structure::check(&mut cx);
-        // Two independent halves on two threads: the schema, action inputs and the model on one;
-        // templates and params on the other. Both only read the document.
+        // Two independent halves, on two threads when a thread can be had: the schema, action
+        // inputs and the model on one; templates and params on the other. Both only read the
+        // document.
+        let side_half = || {
+            let mut side = Cx {
+                v: self,
+                source: &source,
+                doc: &doc,
+                root: &doc.value,
+                diags: Vec::new(),
+                templates: Default::default(),
+            };
+            let t = schema_check::Target {
+                source: &source,
+                doc: &doc,
+                base: "",
+                code: Code::Schema,
+                prefix: "",
+            };
+            let schema_diags = schema_check::check(
+                &self.schema_validator,
+                &self.schema,
+                &doc.value,
+                &t,
+                &|_, _, _| false,
+            );
+            side.diags.extend(schema_diags);
+            inputs::check(&mut side, &steps);
+            // Built optimistically; kept only when no check found a problem.
+            let model = if side.diags.is_empty() {
+                Some(<Runbook as serde::Deserialize>::deserialize(&doc.value))
+            } else {
+                None
+            };
+            (side.diags, model)
+        };
         let (side, resolved) = std::thread::scope(|scope| {
-            let side = scope.spawn(|| {
-                let mut side = Cx {
-                    v: self,
-                    source: &source,
-                    doc: &doc,
-                    root: &doc.value,
-                    diags: Vec::new(),
-                    templates: Default::default(),
-                };
-                let t = schema_check::Target {
-                    source: &source,
-                    doc: &doc,
-                    base: "",
-                    code: Code::Schema,
-                    prefix: "",
-                };
-                let schema_diags = schema_check::check(
-                    &self.schema_validator,
-                    &self.schema,
-                    &doc.value,
-                    &t,
-                    &|_, _, _| false,
-                );
-                side.diags.extend(schema_diags);
-                inputs::check(&mut side, &steps);
-                // Built optimistically; kept only when no check found a problem.
-                let model = if side.diags.is_empty() {
-                    Some(<Runbook as serde::Deserialize>::deserialize(&doc.value))
-                } else {
-                    None
-                };
-                (side.diags, model)
-            });
+            let spawned = std::thread::Builder::new().spawn_scoped(scope, side_half);
             templates::check(&mut cx, &steps);
             cx.templates = Default::default();
             let resolved = self.check_params(&mut cx, params);
-            (side.join(), resolved)
+            let side = match spawned {
+                Ok(handle) => handle.join().ok(),
+                Err(_) => Some(side_half()),
+            };
+            (side, resolved)
         });
-        let (side_diags, model) = side.unwrap_or_else(|_| {
-            (
-                vec![Diagnostic::new(
-                    Code::Schema,
-                    &source,
-                    None,
-                    "internal error: a validation thread failed",
-                )],
+        let (side_diags, model) = side.unwrap_or_else(|| {
+            let d = Diagnostic::new(
+                Code::Schema,
+                &source,
                 None,
-            )
+                "internal error: a validation thread failed",
+            );
+            (vec![d], None)
         });
         cx.diags.extend(side_diags);
         let checked = cx.finish_with(source.clone(), resolved, model);
         // Freeing a large document takes a while; let it happen off the caller's path.
         if doc.spans.children.len() > 64 || source.text.len() > 256 * 1024 {
-            std::thread::spawn(move || drop(doc));
+            let _ = std::thread::Builder::new().spawn(move || drop(doc));
         }
         checked
     }
