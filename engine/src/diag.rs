@@ -36,6 +36,8 @@ pub enum Code {
     UnknownName,
     /// A template reads `steps.X` where X does not run before the step.
     StepReference,
+    /// A template failed while rendering (at run time): an undefined value, a filter error.
+    TemplateRender,
     /// A param value does not match its declaration, or a required param is missing.
     Param,
 }
@@ -56,6 +58,7 @@ impl Code {
             Code::TemplateSyntax => "template-syntax",
             Code::UnknownName => "unknown-name",
             Code::StepReference => "step-reference",
+            Code::TemplateRender => "template-render",
             Code::Param => "param",
         }
     }

@@ -9,6 +9,7 @@ pub mod builtins;
 pub mod diag;
 pub mod graph;
 pub mod model;
+pub mod render;
 pub mod schema;
 pub mod source;
 pub mod suggest;

@@ -39,6 +39,9 @@ pub struct Checked {
     pub runbook: Option<Runbook>,
     /// When params were given: the values a run would use (given, else default), by name.
     pub params: Option<IndexMap<String, Value>>,
+    /// The parsed document with its source map, for locating problems found later (rendering).
+    /// `None` when the YAML itself is invalid.
+    pub document: Option<Document>,
 }
 
 impl Checked {
@@ -94,6 +97,7 @@ impl<'r> Validator<'r> {
                     diagnostics: vec![d],
                     runbook: None,
                     params: None,
+                    document: None,
                 }
             }
         }
@@ -115,6 +119,7 @@ impl<'r> Validator<'r> {
                     diagnostics: vec![d],
                     runbook: None,
                     params: None,
+                    document: None,
                 };
             }
         };
@@ -136,7 +141,9 @@ impl<'r> Validator<'r> {
                 Diagnostic::new(Code::Schema, &source, doc.value_span(""), format!("a runbook is a mapping with `version`, `name` and `steps`; this file is {got}"))
                     .help("start from the example in docs/format.md"),
             );
-            return cx.finish(source.clone(), None);
+            let mut checked = cx.finish(source.clone(), None);
+            checked.document = Some(doc);
+            return checked;
         }
         let steps = structure::check(&mut cx);
         // Two independent halves, on two threads when a thread can be had: the schema, action
@@ -196,11 +203,8 @@ impl<'r> Validator<'r> {
             (vec![d], None)
         });
         cx.diags.extend(side_diags);
-        let checked = cx.finish_with(source.clone(), resolved, model);
-        // Freeing a large document takes a while; let it happen off the caller's path.
-        if doc.spans.children.len() > 64 || source.text.len() > 256 * 1024 {
-            let _ = std::thread::Builder::new().spawn(move || drop(doc));
-        }
+        let mut checked = cx.finish_with(source.clone(), resolved, model);
+        checked.document = Some(doc);
         checked
     }
 
@@ -410,8 +414,33 @@ impl Cx<'_> {
             diagnostics,
             runbook,
             params,
+            document: None,
         }
     }
+}
+
+/// A field of a runbook as people name it: "`with.url` of step `fetch`", or "`vars.base`".
+pub fn describe_field(root: &Value, ptr: &str) -> String {
+    let in_step = ptr.starts_with("/steps/")
+        || ptr.starts_with("/on_failure/")
+        || ptr.starts_with("/finally/");
+    if in_step {
+        let mut parts = ptr.splitn(4, '/').skip(1);
+        let (list, index, rest) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let id = root
+            .pointer(&format!("/{list}/{index}/id"))
+            .and_then(Value::as_str);
+        let field = display_path(&format!("/{rest}"));
+        return match id {
+            Some(id) => format!("`{field}` of step `{id}`"),
+            None => format!("`{field}` of `{list}[{index}]`"),
+        };
+    }
+    format!("`{}`", display_path(ptr))
 }
 
 /// Where and why the model cannot be built from a document that passed the schema (a whole
@@ -442,15 +471,9 @@ fn model_error(root: &Value) -> (String, String) {
     }
 }
 
-/// The location, in the file, of a part of a string value: exact for plain and simply quoted
+/// The location, in the file, of a part of a string value (`offset`, `len`: bytes in `s`): exact for plain and simply quoted
 /// one-line scalars, by line for block scalars, else the start of the value.
-pub(crate) fn locate_in_scalar(
-    source: &Source,
-    value: Span,
-    s: &str,
-    offset: usize,
-    len: usize,
-) -> Span {
+pub fn locate_in_scalar(source: &Source, value: Span, s: &str, offset: usize, len: usize) -> Span {
     let at = |abs: usize| {
         let (line, column) = source.line_col(abs);
         Span {

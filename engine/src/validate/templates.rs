@@ -324,30 +324,8 @@ fn check_one(
     }
 }
 
-/// "`with.url` of step `x`" or "`vars.base`", for messages.
 fn owner(cx: &Cx<'_>, ptr: &str) -> String {
-    let path = super::display_path(ptr);
-    let in_step = ptr.starts_with("/steps/")
-        || ptr.starts_with("/on_failure/")
-        || ptr.starts_with("/finally/");
-    if in_step {
-        let mut parts = ptr.splitn(4, '/').skip(1);
-        let (list, index, rest) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        let id = cx
-            .root
-            .pointer(&format!("/{list}/{index}/id"))
-            .and_then(Value::as_str);
-        let field = super::display_path(&format!("/{rest}"));
-        return match id {
-            Some(id) => format!("`{field}` of step `{id}`"),
-            None => format!("`{field}` of `{list}[{index}]`"),
-        };
-    }
-    format!("`{path}`")
+    super::describe_field(cx.root, ptr)
 }
 
 fn report_syntax(cx: &mut Cx<'_>, s: &str, ptr: &str, e: &SyntaxError, mode: Mode, where_: &str) {

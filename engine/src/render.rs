@@ -1,0 +1,157 @@
+//! Rendering a runbook's templates right before a step runs, with errors that name the step, the
+//! field and the file:line:column of the template that failed.
+
+use minijinja::Environment;
+use serde_json::Value;
+
+use crate::diag::{Code, Diagnostic};
+use crate::source::Source;
+use crate::template;
+use crate::validate::{describe_field, locate_in_scalar};
+use crate::yaml::{escape_pointer_token, Document};
+
+/// Renders the templates of one runbook.
+pub struct Renderer<'a> {
+    env: &'a Environment<'static>,
+    source: &'a Source,
+    doc: &'a Document,
+}
+
+impl<'a> Renderer<'a> {
+    /// A renderer for the runbook `doc` (from [`crate::Checked::document`]).
+    pub fn new(env: &'a Environment<'static>, source: &'a Source, doc: &'a Document) -> Self {
+        Renderer { env, source, doc }
+    }
+
+    /// Renders the value at `pointer` (`/steps/3/with`, `/vars/base` …): every string inside it
+    /// is a template; a lone `{{ expression }}` keeps its type. A missing pointer renders to null.
+    pub fn render(&self, pointer: &str, scope: &minijinja::Value) -> Result<Value, Diagnostic> {
+        match self.doc.value.pointer(pointer) {
+            Some(v) => self.walk(v, pointer.to_string(), scope),
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// Evaluates the bare expression at `pointer` (`when`, `retry.until`) for its truth. A literal
+    /// boolean is itself; a missing pointer is true.
+    pub fn eval_bool(&self, pointer: &str, scope: &minijinja::Value) -> Result<bool, Diagnostic> {
+        match self.doc.value.pointer(pointer) {
+            None | Some(Value::Null) => Ok(true),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(expr)) => template::eval_bool(self.env, expr, scope)
+                .map_err(|e| self.error(pointer, expr, &e)),
+            Some(other) => Ok(!matches!(other, Value::Array(a) if a.is_empty())),
+        }
+    }
+
+    fn walk(&self, v: &Value, ptr: String, scope: &minijinja::Value) -> Result<Value, Diagnostic> {
+        Ok(match v {
+            Value::String(s) => {
+                template::render_str(self.env, s, scope).map_err(|e| self.error(&ptr, s, &e))?
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.walk(item, format!("{ptr}/{i}"), scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, item)| {
+                        Ok((
+                            k.clone(),
+                            self.walk(item, format!("{ptr}/{}", escape_pointer_token(k)), scope)?,
+                        ))
+                    })
+                    .collect::<Result<_, Diagnostic>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn error(&self, ptr: &str, text: &str, e: &minijinja::Error) -> Diagnostic {
+        let value_span = self.doc.value_span(ptr);
+        // For a lone expression minijinja reports the range inside the expression.
+        let base = match template::classify(text) {
+            template::Kind::Expression(_, offset) => offset,
+            _ => 0,
+        };
+        let span = match (value_span, e.range()) {
+            (Some(vs), Some(r)) if base + r.end <= text.len() => Some(locate_in_scalar(
+                self.source,
+                vs,
+                text,
+                base + r.start,
+                r.len(),
+            )),
+            (vs, _) => vs,
+        };
+        let detail = match (e.kind(), e.detail()) {
+            (minijinja::ErrorKind::UndefinedError, _) => {
+                "a value it reads is undefined".to_string()
+            }
+            (_, Some(d)) => d.to_string(),
+            (kind, None) => kind.to_string(),
+        };
+        Diagnostic::new(
+            Code::TemplateRender,
+            self.source,
+            span,
+            format!(
+                "cannot render {}: {detail}",
+                describe_field(&self.doc.value, ptr)
+            ),
+        )
+        .label("here")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{environment, to_template_value};
+    use serde_json::json;
+
+    fn doc(text: &str) -> (Source, Document) {
+        let source = Source::new("rb.yaml", text);
+        let doc = crate::yaml::parse(&source).unwrap();
+        (source, doc)
+    }
+
+    #[test]
+    fn renders_with_native_types() {
+        let (source, doc) = doc("steps:\n  - id: a\n    with:\n      n: \"{{ params.n }}\"\n      s: \"n={{ params.n }}\"\n      l: [\"{{ params.n + 1 }}\"]\n");
+        let env = environment();
+        let r = Renderer::new(&env, &source, &doc);
+        let scope = to_template_value(&json!({"params": {"n": 2}}));
+        assert_eq!(
+            r.render("/steps/0/with", &scope).unwrap(),
+            json!({"n": 2, "s": "n=2", "l": [3]})
+        );
+    }
+
+    #[test]
+    fn errors_name_the_step_the_field_and_the_place() {
+        let (source, doc) = doc("steps:\n  - id: fetch\n    with:\n      url: \"http://{{ params.host }}/x\"\n    when: params.nope > 1\n");
+        let env = environment();
+        let r = Renderer::new(&env, &source, &doc);
+        let scope = to_template_value(&json!({"params": {}}));
+        let d = r.render("/steps/0/with", &scope).unwrap_err();
+        assert_eq!(d.code, Code::TemplateRender);
+        assert!(
+            d.message.contains("`with.url` of step `fetch`"),
+            "{}",
+            d.message
+        );
+        let span = d.span.unwrap();
+        assert_eq!((span.line, span.column), (4, 23), "{}", d.short());
+        let d = r.eval_bool("/steps/0/when", &scope).unwrap_err();
+        assert!(
+            d.message.contains("`when` of step `fetch`"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.span.unwrap().line, 5);
+    }
+}
