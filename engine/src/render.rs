@@ -25,7 +25,11 @@ impl<'a> Renderer<'a> {
 
     /// Renders the value at `pointer` (`/steps/3/with`, `/vars/base` …): every string inside it
     /// is a template; a lone `{{ expression }}` keeps its type. A missing pointer renders to null.
-    pub fn render(&self, pointer: &str, scope: &minijinja::Value) -> Result<Value, Diagnostic> {
+    pub fn render(
+        &self,
+        pointer: &str,
+        scope: &minijinja::Value,
+    ) -> Result<Value, Box<Diagnostic>> {
         match self.doc.value.pointer(pointer) {
             Some(v) => self.walk(v, pointer.to_string(), scope),
             None => Ok(Value::Null),
@@ -34,7 +38,11 @@ impl<'a> Renderer<'a> {
 
     /// Evaluates the bare expression at `pointer` (`when`, `retry.until`) for its truth. A literal
     /// boolean is itself; a missing pointer is true.
-    pub fn eval_bool(&self, pointer: &str, scope: &minijinja::Value) -> Result<bool, Diagnostic> {
+    pub fn eval_bool(
+        &self,
+        pointer: &str,
+        scope: &minijinja::Value,
+    ) -> Result<bool, Box<Diagnostic>> {
         match self.doc.value.pointer(pointer) {
             None | Some(Value::Null) => Ok(true),
             Some(Value::Bool(b)) => Ok(*b),
@@ -44,7 +52,12 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn walk(&self, v: &Value, ptr: String, scope: &minijinja::Value) -> Result<Value, Diagnostic> {
+    fn walk(
+        &self,
+        v: &Value,
+        ptr: String,
+        scope: &minijinja::Value,
+    ) -> Result<Value, Box<Diagnostic>> {
         Ok(match v {
             Value::String(s) => {
                 template::render_str(self.env, s, scope).map_err(|e| self.error(&ptr, s, &e))?
@@ -64,13 +77,13 @@ impl<'a> Renderer<'a> {
                             self.walk(item, format!("{ptr}/{}", escape_pointer_token(k)), scope)?,
                         ))
                     })
-                    .collect::<Result<_, Diagnostic>>()?,
+                    .collect::<Result<_, Box<Diagnostic>>>()?,
             ),
             other => other.clone(),
         })
     }
 
-    fn error(&self, ptr: &str, text: &str, e: &minijinja::Error) -> Diagnostic {
+    fn error(&self, ptr: &str, text: &str, e: &minijinja::Error) -> Box<Diagnostic> {
         let value_span = self.doc.value_span(ptr);
         // For a lone expression minijinja reports the range inside the expression.
         let base = match template::classify(text) {
@@ -94,16 +107,18 @@ impl<'a> Renderer<'a> {
             (_, Some(d)) => d.to_string(),
             (kind, None) => kind.to_string(),
         };
-        Diagnostic::new(
-            Code::TemplateRender,
-            self.source,
-            span,
-            format!(
-                "cannot render {}: {detail}",
-                describe_field(&self.doc.value, ptr)
-            ),
+        Box::new(
+            Diagnostic::new(
+                Code::TemplateRender,
+                self.source,
+                span,
+                format!(
+                    "cannot render {}: {detail}",
+                    describe_field(&self.doc.value, ptr)
+                ),
+            )
+            .label("here"),
         )
-        .label("here")
     }
 }
 
