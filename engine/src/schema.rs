@@ -34,10 +34,15 @@ pub fn navigate<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
         };
     }
     // A location ending at an object schema that is itself a `$ref`: resolve it.
-    if let Some(target) = cur.get("$ref").and_then(Value::as_str) {
-        if let Some(t) = target.strip_prefix('#').and_then(|p| root.pointer(p)) {
-            return Some(t);
-        }
-    }
-    Some(cur)
+    Some(resolve_ref(root, cur))
+}
+
+/// The schema a local `$ref` (`#/$defs/Step`) points to, or the schema itself.
+pub fn resolve_ref<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+        .unwrap_or(schema)
 }

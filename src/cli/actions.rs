@@ -2,6 +2,7 @@
 
 use clap::ValueEnum;
 use opsbook_engine::action::Entry;
+use opsbook_engine::schema::resolve_ref;
 use serde_json::{json, Value};
 
 use super::{registry, EXIT_INVALID, EXIT_OK};
@@ -102,19 +103,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn resolve<'a>(root: &'a Value, s: &'a Value) -> &'a Value {
-    match s
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-    {
-        Some(p) => root.pointer(p).unwrap_or(s),
-        None => s,
-    }
-}
-
 fn type_of(root: &Value, s: &Value) -> String {
-    let s = resolve(root, s);
+    let s = resolve_ref(root, s);
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         return e
             .iter()
@@ -157,7 +147,7 @@ fn type_of(root: &Value, s: &Value) -> String {
 
 fn fields(schema: &Value) -> String {
     let root = schema;
-    let s = resolve(root, schema);
+    let s = resolve_ref(root, schema);
     let Some(props) = s.get("properties").and_then(Value::as_object) else {
         let t = type_of(root, s);
         let desc = s.get("description").and_then(Value::as_str).unwrap_or("");
@@ -171,7 +161,7 @@ fn fields(schema: &Value) -> String {
     let width = props.keys().map(String::len).max().unwrap_or(0);
     let mut out = String::new();
     for (name, p) in props {
-        let desc = resolve(root, p)
+        let desc = resolve_ref(root, p)
             .get("description")
             .or_else(|| p.get("description"))
             .and_then(Value::as_str)

@@ -297,41 +297,26 @@ impl<'r> Validator<'r> {
         for (name, spec) in &declared {
             let ptr = format!("/params/{}", yaml::escape_pointer_token(name));
             let at = cx.doc.key_span(&ptr);
-            let value = match given.get(name) {
-                Some(GivenParam::Text(t)) => match params::type_text(spec.kind, t) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        cx.push(
-                            Diagnostic::new(
-                                Code::Param,
-                                cx.source,
-                                at,
-                                format!("param `{name}`: {e}"),
-                            )
-                            .label("declared here"),
-                        );
-                        continue;
-                    }
-                },
-                Some(GivenParam::Value(v)) => Some(v.clone()),
-                None => spec.default.clone(),
+            let value: Result<Option<Value>, String> = match given.get(name) {
+                Some(GivenParam::Text(t)) => params::type_text(spec.kind, t).map(Some),
+                Some(GivenParam::Value(v)) => Ok(Some(v.clone())),
+                None => Ok(spec.default.clone()),
             };
-            match value {
-                Some(v) => {
-                    if let Err(e) = params::check_value(&spec.as_items(), &v) {
-                        cx.push(
-                            Diagnostic::new(
-                                Code::Param,
-                                cx.source,
-                                at,
-                                format!("param `{name}`: {e}"),
-                            )
+            let checked = value.and_then(|v| match v {
+                Some(v) => params::check_value(&spec.as_items(), &v).map(|()| Some(v)),
+                None => Ok(None),
+            });
+            match checked {
+                Err(e) => {
+                    cx.push(
+                        Diagnostic::new(Code::Param, cx.source, at, format!("param `{name}`: {e}"))
                             .label("declared here"),
-                        );
-                    }
+                    );
+                }
+                Ok(Some(v)) => {
                     resolved.insert(name.clone(), v);
                 }
-                None if spec.required => {
+                Ok(None) if spec.required => {
                     cx.push(
                         Diagnostic::new(
                             Code::Param,
@@ -343,7 +328,7 @@ impl<'r> Validator<'r> {
                         .label("declared here"),
                     );
                 }
-                None => {
+                Ok(None) => {
                     resolved.insert(name.clone(), Value::Null);
                 }
             }

@@ -6,7 +6,7 @@ use jsonschema::ValidationError;
 use serde_json::Value;
 
 use crate::diag::{Code, Diagnostic};
-use crate::schema::navigate;
+use crate::schema::{navigate, resolve_ref};
 use crate::source::Source;
 use crate::suggest::did_you_mean;
 use crate::yaml::{escape_pointer_token, Document};
@@ -23,6 +23,13 @@ pub struct Target<'a> {
     pub code: Code,
     /// Prefix of messages ("`k8s.delete` input: ").
     pub prefix: &'a str,
+}
+
+impl Target<'_> {
+    /// A diagnostic about the checked value, its message prefixed (`\`shell\` input: `).
+    fn diag(&self, code: Code, span: Option<crate::source::Span>, message: String) -> Diagnostic {
+        Diagnostic::new(code, self.source, span, format!("{}{message}", self.prefix))
+    }
 }
 
 /// Validates `value` against `validator` (compiled from `schema`) and returns diagnostics. Errors
@@ -123,21 +130,19 @@ fn report(
                                     })
                                 });
                             out.push(
-                                Diagnostic::new(
+                                t.diag(
                                     t.code,
-                                    t.source,
                                     t.doc.key_span(&pointer),
-                                    format!("{}{at}needs one of {names}", t.prefix),
+                                    format!("{at}needs one of {names}"),
                                 )
                                 .maybe_help(help),
                             );
                         }
                         _ => {
-                            out.push(Diagnostic::new(
+                            out.push(t.diag(
                                 t.code,
-                                t.source,
                                 t.doc.key_span(&pointer),
-                                format!("{}{at}give only one of {names}", t.prefix),
+                                format!("{at}give only one of {names}"),
                             ));
                         }
                     }
@@ -145,11 +150,10 @@ fn report(
                 }
             }
             if multiple {
-                out.push(Diagnostic::new(
+                out.push(t.diag(
                     t.code,
-                    t.source,
                     t.doc.value_span(&pointer),
-                    format!("{}{at}matches more than one allowed form", t.prefix),
+                    format!("{at}matches more than one allowed form"),
                 ));
                 return;
             }
@@ -223,11 +227,10 @@ fn report(
                     .join(", ");
                 let hint = did_you_mean(&shown, constants.iter().map(String::as_str)).or(help);
                 out.push(
-                    Diagnostic::new(
+                    t.diag(
                         t.code,
-                        t.source,
                         t.doc.value_span(&pointer),
-                        format!("{}{at}`{shown}` is not one of {list}", t.prefix),
+                        format!("{at}`{shown}` is not one of {list}"),
                     )
                     .maybe_help(hint),
                 );
@@ -239,13 +242,8 @@ fn report(
                 format!("expected {}, got {got}", expected.join(" or "))
             };
             out.push(
-                Diagnostic::new(
-                    t.code,
-                    t.source,
-                    t.doc.value_span(&pointer),
-                    format!("{}{at}{message}", t.prefix),
-                )
-                .maybe_help(help),
+                t.diag(t.code, t.doc.value_span(&pointer), format!("{at}{message}"))
+                    .maybe_help(help),
             );
         }
         ValidationErrorKind::PropertyNames { error } => {
@@ -256,11 +254,10 @@ fn report(
                     .unwrap_or_else(|| format!("does not match `{pattern}`")),
                 _ => error.to_string(),
             };
-            out.push(Diagnostic::new(
+            out.push(t.diag(
                 t.code,
-                t.source,
                 t.doc.key_span(&kp),
-                format!("{}`{field}`: `{key}` {why}", t.prefix),
+                format!("`{field}`: `{key}` {why}"),
             ));
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -281,11 +278,10 @@ fn report(
                     format!(" in `{field}`")
                 };
                 out.push(
-                    Diagnostic::new(
+                    t.diag(
                         Code::UnknownKey,
-                        t.source,
                         t.doc.key_span(&kp),
-                        format!("{}unknown key `{key}`{at}", t.prefix),
+                        format!("unknown key `{key}`{at}"),
                     )
                     .maybe_help(help)
                     .label("not a known key"),
@@ -312,11 +308,10 @@ fn report(
                 })
                 .map(|d| format!("`{name}`: {}", first_sentence(&d)));
             out.push(
-                Diagnostic::new(
+                t.diag(
                     t.code,
-                    t.source,
                     t.doc.key_span(&pointer),
-                    format!("{}missing required key `{name}`{what}", t.prefix),
+                    format!("missing required key `{name}`{what}"),
                 )
                 .maybe_help(help),
             );
@@ -359,13 +354,8 @@ fn report(
                 _ => {}
             }
             out.push(
-                Diagnostic::new(
-                    t.code,
-                    t.source,
-                    t.doc.value_span(&pointer),
-                    format!("{}{at}{message}", t.prefix),
-                )
-                .maybe_help(help),
+                t.diag(t.code, t.doc.value_span(&pointer), format!("{at}{message}"))
+                    .maybe_help(help),
             );
         }
     }
@@ -376,19 +366,7 @@ fn branch_schemas<'a>(schema: &'a Value, keyword_path: &str) -> Vec<&'a Value> {
     let Some(Value::Array(branches)) = navigate(schema, keyword_path) else {
         return Vec::new();
     };
-    branches
-        .iter()
-        .map(|b| {
-            match b
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix('#'))
-            {
-                Some(p) => schema.pointer(p).unwrap_or(b),
-                None => b,
-            }
-        })
-        .collect()
+    branches.iter().map(|b| resolve_ref(schema, b)).collect()
 }
 
 /// The keys a schema requires.
