@@ -19,7 +19,7 @@ pub const MAX_DEPTH: usize = 64;
 /// Most nodes that aliases may expand to, over the whole document.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 /// Most nodes in a document, aliases expanded.
-pub const MAX_NODES: usize = 5_000_000;
+pub const MAX_NODES: usize = 1_000_000;
 
 /// A span stored compactly (documents over 4 GiB are not runbooks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,7 +295,17 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                 };
                 Some((value, spans, 1, anchor))
             }
-            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+            Event::SequenceStart(_, anchor, ref tag) | Event::MappingStart(_, anchor, ref tag) => {
+                if let Some(tag) = tag {
+                    let core = (tag.handle() == "!!" || tag.handle() == "tag:yaml.org,2002:")
+                        && matches!(tag.suffix(), "seq" | "map");
+                    if !core {
+                        return Err(err(
+                            format!("unsupported YAML tag `{}{}`", tag.handle(), tag.suffix()),
+                            span,
+                        ));
+                    }
+                }
                 if let Some(Frame::Map { key: None, .. }) = stack.last() {
                     return Err(err(
                         "a mapping key must be a plain value, not a list or a mapping".into(),
@@ -605,9 +615,13 @@ fn tagged_scalar(s: &str, handle: &str, suffix: &str) -> Result<Value, String> {
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
             _ => Err(format!("`{s}` is not an integer")),
         },
-        "float" => match number(s) {
-            Some(v @ Value::Number(_)) => Ok(v),
-            _ => Err(format!("`{s}` is not a number")),
+        "float" => match number(s)
+            .as_ref()
+            .and_then(Value::as_f64)
+            .and_then(Number::from_f64)
+        {
+            Some(n) => Ok(Value::Number(n)),
+            None => Err(format!("`{s}` is not a number")),
         },
         other => Err(format!("unsupported YAML tag `!!{other}` on a scalar")),
     }

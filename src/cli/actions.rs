@@ -105,6 +105,9 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 fn type_of(root: &Value, s: &Value) -> String {
     let s = resolve_ref(root, s);
+    if let Some(c) = s.get("const") {
+        return c.to_string();
+    }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         return e
             .iter()
@@ -124,25 +127,30 @@ fn type_of(root: &Value, s: &Value) -> String {
             }
         }
     }
-    match s.get("type") {
-        Some(Value::String(t)) if t == "array" => {
-            let items = s.get("items").map(|i| type_of(root, i)).unwrap_or_default();
-            if items.is_empty() {
-                "list".into()
-            } else {
-                format!("list of {items}")
-            }
-        }
-        Some(Value::String(t)) if t == "object" => "mapping".into(),
-        Some(Value::String(t)) => t.clone(),
+    let types: Vec<&str> = match s.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts
             .iter()
             .filter_map(Value::as_str)
             .filter(|t| *t != "null")
-            .collect::<Vec<_>>()
-            .join(" | "),
-        _ => String::new(),
+            .collect(),
+        _ => vec![],
+    };
+    if types.is_empty() {
+        return "any".to_string();
     }
+    types
+        .iter()
+        .map(|t| match *t {
+            "array" => match s.get("items").map(|i| type_of(root, i)) {
+                Some(items) if items != "any" => format!("list of {items}"),
+                _ => "list".to_string(),
+            },
+            "object" => "mapping".to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn fields(schema: &Value) -> String {

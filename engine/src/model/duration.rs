@@ -40,8 +40,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if s.is_empty() {
         return Err(err("it is empty"));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| err("it is negative or too large"));
+    let plain_number =
+        s.bytes().all(|b| b.is_ascii_digit() || b == b'.') && s.bytes().any(|b| b.is_ascii_digit());
+    if plain_number {
+        let secs: f64 = s.parse().map_err(|_| err("bad number"))?;
+        return Duration::try_from_secs_f64(secs).map_err(|_| err("it is too large"));
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -155,7 +158,9 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_a_reason() {
-        for bad in ["", "5", "5x", "m", "1h30", "-1s", "1e999s"] {
+        for bad in [
+            "", "5", "5x", "m", "1h30", "-1s", "1e999s", "1e3", "inf", "1.2.3",
+        ] {
             if bad == "5" {
                 continue;
             }

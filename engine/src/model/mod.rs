@@ -7,6 +7,7 @@
 mod duration;
 mod params;
 mod step;
+mod whole;
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -33,6 +34,7 @@ pub const NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 pub struct Runbook {
     /// The format version. Always `1`.
     #[schemars(range(min = 1, max = 1))]
+    #[serde(deserialize_with = "whole::u32")]
     pub version: u32,
     /// A short name, shown in progress, reports and run lists.
     #[schemars(length(min = 1))]
@@ -65,7 +67,11 @@ pub struct Runbook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Defaults>,
     /// At most this many steps (or `for_each` items) in flight at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
     /// Time limit for the whole run.
@@ -123,7 +129,11 @@ pub struct Defaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_on_error: Option<bool>,
     /// Items in flight for each `for_each` step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
 }

@@ -44,7 +44,11 @@ pub struct Step {
     #[schemars(schema_with = "for_each_schema")]
     pub for_each: Option<Value>,
     /// With `for_each`: at most this many items in flight.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::opt_u32"
+    )]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
     /// Retry policy, or polling with `until`.
@@ -158,7 +162,7 @@ pub enum Backoff {
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     /// Total tries, the first included.
-    #[serde(default = "default_attempts")]
+    #[serde(default = "default_attempts", deserialize_with = "super::whole::u32")]
     #[schemars(range(min = 1))]
     pub attempts: u32,
     /// Wait before the second try (default `1s`).

@@ -50,6 +50,25 @@ fn code_ranges(src: &str, expression: bool) -> Vec<(usize, usize)> {
                 j += 1;
             }
             let j = j.min(b.len());
+            let inner = src
+                .get(start..j)
+                .unwrap_or("")
+                .trim()
+                .trim_matches('-')
+                .trim();
+            if b[i + 1] == b'%' && inner == "raw" {
+                // `{% raw %}…{% endraw %}` is text, never code.
+                match src[j..]
+                    .find("endraw")
+                    .and_then(|p| src[j + p..].find("%}").map(|q| j + p + q))
+                {
+                    Some(close) => {
+                        i = close + 2;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             if !comment {
                 out.push((start, j));
             }
@@ -222,6 +241,14 @@ mod tests {
             ]
         );
         assert_eq!(&"a {{ x | trim"[uses[0].offset..], "trim");
+        let uses = filters_and_tests(
+            "{% raw %}{{ x | nosuch }}{% endraw %}{{ y | upper }}",
+            false,
+        );
+        assert_eq!(
+            uses.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            vec!["upper"]
+        );
         let uses = filters_and_tests("x is sameas none or this | length > 0", true);
         let names: Vec<&str> = uses.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, vec!["sameas", "length"]);

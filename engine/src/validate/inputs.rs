@@ -40,6 +40,8 @@ fn check_call(cx: &mut Cx<'_>, ptr: &str, uses: Option<&Value>, with: Option<&Va
         // A whole `with:` given by one template: its shape is known only once rendered.
         Some(Value::String(s)) if classify(s) != Kind::Literal => return,
         Some(v @ Value::Object(_)) => v.clone(),
+        // Lists, numbers and null are already reported by the runbook schema.
+        Some(v) if !v.is_string() => return,
         Some(_) => {
             let span = cx.doc.value_span(&format!("{ptr}/with"));
             cx.push(
