@@ -39,8 +39,11 @@ pub struct PhaseGraph {
     pub ids: Vec<String>,
     /// For each step, the steps it needs (indexes), in the order written.
     pub needs: Vec<Vec<usize>>,
-    /// For each step, its topological level: 0 for steps that need nothing.
+    /// For each step, its topological level: 0 for steps that need nothing (all 0 when the
+    /// graph has a cycle).
     pub levels: Vec<usize>,
+    /// Whether the graph has no cycle (so `levels` are meaningful).
+    pub acyclic: bool,
 }
 
 impl PhaseGraph {
@@ -96,19 +99,24 @@ impl PhaseGraph {
             }
         }
         let mut levels = vec![0usize; nodes.len()];
-        match petgraph::algo::toposort(&graph, None) {
+        let acyclic = match petgraph::algo::toposort(&graph, None) {
             Ok(order) => {
                 for n in order {
                     let i = n.index();
                     levels[i] = needs[i].iter().map(|&d| levels[d] + 1).max().unwrap_or(0);
                 }
+                true
             }
-            Err(_) => errors.extend(find_cycles(&graph).into_iter().map(GraphError::Cycle)),
-        }
+            Err(_) => {
+                errors.extend(find_cycles(&graph).into_iter().map(GraphError::Cycle));
+                false
+            }
+        };
         let graph = PhaseGraph {
             ids: nodes.iter().map(|n| n.id.to_string()).collect(),
             needs,
             levels,
+            acyclic,
         };
         (graph, errors)
     }
@@ -129,14 +137,34 @@ impl PhaseGraph {
         self.upstream_among(step, &[ancestor])[0]
     }
 
-    /// For each of `targets`, whether it is upstream of `step`. One walk for all targets.
+    /// For each of `targets`, whether it is upstream of `step`. One walk for all targets that
+    /// stops once every target is found. In an acyclic graph a step's ancestors all have lower
+    /// levels, so targets not below the step are ruled out at once, and the walk does not go
+    /// below the lowest target left.
     pub fn upstream_among(&self, step: usize, targets: &[usize]) -> Vec<bool> {
+        let level = |i: usize| self.levels.get(i).copied().unwrap_or(0);
         let mut found = vec![false; targets.len()];
-        let mut left = targets.len();
-        let mut seen = vec![false; self.ids.len()];
-        let mut stack: Vec<usize> = self.needs.get(step).cloned().unwrap_or_default();
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut seen[n], true) {
+        let candidate = |t: usize| !self.acyclic || level(t) < level(step);
+        let mut left = targets.iter().filter(|&&t| candidate(t)).count();
+        if left == 0 {
+            return found;
+        }
+        let floor = if self.acyclic {
+            targets
+                .iter()
+                .copied()
+                .filter(|&t| candidate(t))
+                .map(level)
+                .min()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: std::collections::VecDeque<usize> =
+            self.needs.get(step).cloned().unwrap_or_default().into();
+        while let Some(n) = queue.pop_front() {
+            if !seen.insert(n) {
                 continue;
             }
             for (k, &t) in targets.iter().enumerate() {
@@ -148,7 +176,9 @@ impl PhaseGraph {
             if left == 0 {
                 break;
             }
-            stack.extend(self.needs[n].iter().copied().filter(|&m| !seen[m]));
+            if level(n) > floor || !self.acyclic {
+                queue.extend(self.needs[n].iter().copied().filter(|m| !seen.contains(m)));
+            }
         }
         found
     }
@@ -251,6 +281,25 @@ mod tests {
         assert!(g.is_upstream(0, 3));
         assert!(!g.is_upstream(3, 0));
         assert!(!g.is_upstream(2, 1));
+    }
+
+    #[test]
+    fn upstream_through_long_and_short_paths() {
+        // d needs a directly and b through c; e is beside them.
+        let g = PhaseGraph::build(&[
+            n("a", Some(vec![])),
+            n("b", None),
+            n("c", None),
+            n("d", Some(vec!["a", "c"])),
+            n("e", Some(vec!["a"])),
+        ])
+        .unwrap();
+        assert_eq!(
+            g.upstream_among(3, &[1, 0, 4, 3]),
+            vec![true, true, false, false]
+        );
+        assert!(!g.is_upstream(1, 4));
+        assert!(g.is_upstream(0, 4));
     }
 
     #[test]

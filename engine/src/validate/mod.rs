@@ -344,8 +344,9 @@ pub(crate) struct Cx<'a> {
     pub doc: &'a Document,
     pub root: &'a Value,
     pub diags: Vec<Diagnostic>,
-    /// Compiled templates by (is expression, text): the names they read, or their error.
-    pub templates: std::collections::HashMap<(bool, String), TemplateCheck>,
+    /// Compiled templates by text (`[0]` templates, `[1]` bare expressions): the names they
+    /// read, or their error.
+    pub templates: [std::collections::HashMap<String, TemplateCheck>; 2],
 }
 
 /// What compiling one template found.

@@ -297,15 +297,15 @@ fn check_one(
     field: &str,
 ) {
     // Generated runbooks repeat the same templates many times: compile each text once.
-    let key = (mode == Mode::Expression, s.to_string());
-    let result = match cx.templates.get(&key) {
+    let cache = &mut cx.templates[usize::from(mode == Mode::Expression)];
+    let result = match cache.get(s) {
         Some(r) => r.clone(),
         None => {
             let r = match mode {
                 Mode::Template => check_template(&cx.v.env, s),
                 Mode::Expression => check_expression(&cx.v.env, s),
             };
-            cx.templates.insert(key, r.clone());
+            cache.insert(s.to_string(), r.clone());
             r
         }
     };
@@ -374,7 +374,9 @@ fn check_names(
     let mut reported: HashSet<String> = HashSet::new();
     for name in names {
         // `params.get('x')`, `steps.a.outputs.items()`: a method call, not a name.
-        if s.contains(&format!("{name}(")) {
+        if s.match_indices(name.as_str())
+            .any(|(at, _)| s[at + name.len()..].starts_with('('))
+        {
             continue;
         }
         let parts: Vec<&str> = name.split('.').collect();
