@@ -87,11 +87,17 @@ fn validate_folders_and_formats() {
         !out.contains("hosts.yaml"),
         "inventories are not runbooks\n{out}"
     );
+    let text = stdout(&opsbook(&["validate", d.to_str().unwrap()]));
+    assert!(
+        text.contains("skipped: ") && text.contains("hosts.yaml (not a runbook"),
+        "skips are said\n{text}"
+    );
     let o = opsbook(&["validate", d.to_str().unwrap(), "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json output");
     assert_eq!(v["valid"], false);
     assert_eq!(v["checked"], 2);
     assert_eq!(v["invalid"], 1);
+    assert!(v["skipped"][0].as_str().unwrap().ends_with("hosts.yaml"));
     let bad = v["files"]
         .as_array()
         .unwrap()

@@ -71,23 +71,31 @@ pub fn given_params(
     Ok(Some(given))
 }
 
-/// The runbook files named by `paths`: files as given, folders searched recursively for
-/// `*.yaml` / `*.yml` files that look like runbooks (a top-level `steps:` or `version:` key).
-pub fn runbook_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+/// The files to check: files as given, and in folders every `*.yaml` / `*.yml` that looks like a
+/// runbook (a top-level `version:` or `steps:` line). The second list holds the YAML files a
+/// folder search passed over, so that nothing is skipped silently.
+pub fn runbook_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
             walk(p, &mut found).map_err(|e| format!("cannot read folder {}: {e}", p.display()))?;
             found.sort();
-            out.extend(found.into_iter().filter(|f| looks_like_runbook(f)));
+            for f in found {
+                if looks_like_runbook(&f) {
+                    out.push(f);
+                } else {
+                    skipped.push(f);
+                }
+            }
         } else if p.exists() {
             out.push(p.clone());
         } else {
             return Err(format!("{}: no such file or folder", p.display()));
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -123,7 +131,7 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let files = match runbook_files(&args.paths) {
+    let (files, skipped) = match runbook_files(&args.paths) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -175,10 +183,22 @@ pub fn run(args: Args) -> u8 {
     }
     match args.format {
         DiagFormat::Json => {
-            let doc = json!({"valid": invalid == 0, "checked": files.len(), "invalid": invalid, "files": reports});
+            let doc = json!({
+                "valid": invalid == 0,
+                "checked": files.len(),
+                "invalid": invalid,
+                "files": reports,
+                "skipped": skipped.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            });
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         DiagFormat::Text => {
+            for f in &skipped {
+                println!(
+                    "skipped: {} (not a runbook: no top-level `version:` or `steps:`)",
+                    f.display()
+                );
+            }
             let noun = if files.len() == 1 {
                 "runbook"
             } else {
