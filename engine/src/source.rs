@@ -1,7 +1,7 @@
 //! Source files and positions inside them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A runbook's text and the name it is shown under in diagnostics.
 #[derive(Debug, Clone)]
@@ -10,6 +10,8 @@ pub struct Source {
     pub path: PathBuf,
     /// The whole text of the file.
     pub text: Arc<str>,
+    /// Byte offsets where lines start, built on first use.
+    line_starts: Arc<OnceLock<Vec<usize>>>,
 }
 
 impl Source {
@@ -18,6 +20,7 @@ impl Source {
         Source {
             path: path.into(),
             text: text.into(),
+            line_starts: Arc::default(),
         }
     }
 
@@ -34,11 +37,15 @@ impl Source {
 
     /// The 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..floor_char_boundary(&self.text, offset)];
-        let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before[line_start..].chars().count() + 1;
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let line_start = starts[line - 1];
+        let col = self.text[line_start..offset].chars().count() + 1;
         (line, col)
     }
 }
@@ -48,6 +55,24 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_of_offsets() {
+        let s = Source::new("t", "ab\nçd\n\nx");
+        assert_eq!(s.line_col(0), (1, 1));
+        assert_eq!(s.line_col(2), (1, 3));
+        assert_eq!(s.line_col(3), (2, 1));
+        assert_eq!(s.line_col(5), (2, 2)); // after the two-byte ç
+        assert_eq!(s.line_col(4), (2, 1)); // inside ç: floored to its start
+        assert_eq!(s.line_col(7), (3, 1));
+        assert_eq!(s.line_col(8), (4, 1));
+        assert_eq!(s.line_col(99), (4, 2));
+    }
 }
 
 /// A region of a source file: byte offset and length, plus 1-based line and column of its start.

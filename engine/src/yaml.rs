@@ -1,11 +1,11 @@
 //! YAML text to a JSON value plus a source map, built from the parser's events.
 //!
 //! granit-parser (the YAML 1.2 parser under serde-saphyr) gives events with their spans; we build
-//! the `serde_json::Value` and a tree of spans in one pass, without recursion, and enforce our own
-//! budgets: nesting depth, node count and alias expansion, so "billion laughs" documents and
-//! 1,000-level nesting fail fast with a clear message. Scalars follow the YAML 1.2 core schema:
-//! `yes`, `on` and `y` are strings, `010` is the integer 10; duplicate keys are errors; merge keys
-//! (`<<: *defaults`) work.
+//! the `serde_json::Value` and a compact source map in one pass, without recursion, and enforce
+//! our own budgets: nesting depth, node count and alias expansion, so "billion laughs" documents
+//! and 1,000-level nesting fail fast with a clear message. Scalars follow the YAML 1.2 core
+//! schema: `yes`, `on` and `y` are strings, `010` is the integer 10; duplicate keys are errors;
+//! merge keys (`<<: *defaults`) work.
 
 use std::collections::HashMap;
 
@@ -21,54 +21,45 @@ pub const MAX_ALIAS_NODES: usize = 100_000;
 /// Most nodes in a document, aliases expanded.
 pub const MAX_NODES: usize = 1_000_000;
 
-/// A span stored compactly (documents over 4 GiB are not runbooks).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pos {
+/// Where one node sits: byte ranges of its value and (for mapping entries) its key, and its
+/// children as a block of the document's node list. Line and column are computed only when a
+/// diagnostic needs them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Node {
     offset: u32,
     len: u32,
-    line: u32,
-    column: u32,
+    key_offset: u32,
+    /// `u32::MAX` when the node is not a mapping entry.
+    key_len: u32,
+    first: u32,
+    count: u32,
 }
 
-impl Pos {
-    fn none() -> Pos {
-        Pos::default()
-    }
-    fn is_none(self) -> bool {
-        self.line == 0
-    }
-    /// The full span.
-    pub fn span(self) -> Span {
-        Span {
-            offset: self.offset as usize,
-            len: self.len as usize,
-            line: self.line as usize,
-            column: self.column as usize,
+const NO_KEY: u32 = u32::MAX;
+
+fn clamp(x: usize) -> u32 {
+    u32::try_from(x).unwrap_or(u32::MAX - 1)
+}
+
+impl Node {
+    fn at(span: &granit_parser::Span) -> Node {
+        let start = span.start.byte_offset().unwrap_or(0);
+        let end = span.end.byte_offset().unwrap_or(start).max(start);
+        Node {
+            offset: clamp(start),
+            len: clamp(end - start),
+            key_offset: 0,
+            key_len: NO_KEY,
+            first: 0,
+            count: 0,
         }
     }
-}
 
-impl From<Span> for Pos {
-    fn from(s: Span) -> Pos {
-        let c = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-        Pos {
-            offset: c(s.offset),
-            len: c(s.len),
-            line: c(s.line),
-            column: c(s.column),
-        }
+    fn with_key(mut self, key: Node) -> Node {
+        self.key_offset = key.offset;
+        self.key_len = key.len;
+        self
     }
-}
-
-/// Where one node sits in the source, and where its children sit.
-#[derive(Debug, Clone, Default)]
-pub struct SpanNode {
-    /// The position of the value (its first token; the whole scalar for scalars).
-    pub value: Pos,
-    /// The position of the key, for mapping entries (none otherwise).
-    pub key: Pos,
-    /// Children in the order of the value's items or entries.
-    pub children: Vec<SpanNode>,
 }
 
 /// The location of a node: its value and, for mapping entries, its key.
@@ -102,42 +93,57 @@ fn unescape_pointer_token(token: &str) -> std::borrow::Cow<'_, str> {
 pub struct Document {
     /// The document as JSON.
     pub value: Value,
-    /// The spans, in the shape of `value`.
-    pub spans: SpanNode,
+    /// Every node's place; each container's children form one block.
+    nodes: Vec<Node>,
+    /// The root's index in `nodes`.
+    root: usize,
+    /// The source, to turn byte offsets into lines and columns.
+    source: Source,
 }
 
 impl Document {
     /// The location of the node at a JSON `pointer`, or of its nearest ancestor that has one.
     pub fn locate(&self, pointer: &str) -> Option<Located> {
         let mut value = &self.value;
-        let mut node = &self.spans;
+        let mut node = *self.nodes.get(self.root)?;
         for raw in pointer.split('/').skip(1) {
             let token = unescape_pointer_token(raw);
-            let index = match value {
-                Value::Object(m) => m.keys().position(|k| *k == token),
-                Value::Array(a) => token.parse::<usize>().ok().filter(|i| *i < a.len()),
-                _ => None,
-            };
-            let Some(i) = index else { break };
-            let (Some(child_value), Some(child_node)) = (
-                match value {
-                    Value::Object(m) => m.values().nth(i),
-                    Value::Array(a) => a.get(i),
-                    _ => None,
+            let (index, child) = match value {
+                Value::Object(m) => match m.iter().enumerate().find(|(_, (k, _))| **k == token) {
+                    Some((i, (_, v))) => (i, v),
+                    None => break,
                 },
-                node.children.get(i),
-            ) else {
+                Value::Array(a) => match token
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| a.get(i).map(|v| (i, v)))
+                {
+                    Some(found) => found,
+                    None => break,
+                },
+                _ => break,
+            };
+            if index >= node.count as usize {
+                break;
+            }
+            let Some(&child_node) = self.nodes.get(node.first as usize + index) else {
                 break;
             };
-            value = child_value;
+            value = child;
             node = child_node;
         }
-        if node.value.is_none() {
-            return None;
-        }
+        let span = |offset: u32, len: u32| {
+            let (line, column) = self.source.line_col(offset as usize);
+            Span {
+                offset: offset as usize,
+                len: len as usize,
+                line,
+                column,
+            }
+        };
         Some(Located {
-            value: node.value.span(),
-            key: (!node.key.is_none()).then(|| node.key.span()),
+            value: span(node.offset, node.len),
+            key: (node.key_len != NO_KEY).then(|| span(node.key_offset, node.key_len)),
         })
     }
 
@@ -161,22 +167,18 @@ pub struct YamlError {
     pub span: Option<Span>,
 }
 
-fn span_of(source: &Source, s: &granit_parser::Span) -> Span {
-    let start = s.start.byte_offset().unwrap_or(0);
-    let end = s.end.byte_offset().unwrap_or(start).max(start);
-    let _ = source;
+fn point(source: &Source, offset: usize) -> Span {
+    let offset = offset.min(source.text.len());
+    let (line, column) = source.line_col(offset);
     Span {
-        offset: start,
-        len: end - start,
-        line: s.start.line(),
-        column: s.start.col() + 1,
+        offset,
+        len: 0,
+        line,
+        column,
     }
 }
 
 fn scan_error(source: &Source, e: &ScanError) -> YamlError {
-    let m = e.marker();
-    let offset = m.byte_offset().unwrap_or(0).min(source.text.len());
-    let (line, column) = source.line_col(offset);
     let info = e.info();
     let message = if info.contains("recursion limit") {
         format!("the document nests deeper than {MAX_DEPTH} levels")
@@ -185,12 +187,7 @@ fn scan_error(source: &Source, e: &ScanError) -> YamlError {
     };
     YamlError {
         message,
-        span: Some(Span {
-            offset,
-            len: 0,
-            line,
-            column,
-        }),
+        span: Some(point(source, e.marker().byte_offset().unwrap_or(0))),
     }
 }
 
@@ -198,79 +195,87 @@ fn scan_error(source: &Source, e: &ScanError) -> YamlError {
 enum Frame {
     Seq {
         items: Vec<Value>,
-        spans: Vec<SpanNode>,
-        span: Span,
+        children: Vec<Node>,
+        node: Node,
         anchor: usize,
         nodes: usize,
     },
     Map {
         map: Map<String, Value>,
-        spans: Vec<SpanNode>,
-        span: Span,
+        children: Vec<Node>,
+        node: Node,
         anchor: usize,
         nodes: usize,
         /// The key waiting for its value.
-        key: Option<(String, Span)>,
+        key: Option<(String, Node)>,
         /// `<<` merge sources, applied at the end (explicit keys win).
-        merges: Vec<(Value, SpanNode, Span)>,
+        merges: Vec<(Value, Node, Node)>,
     },
 }
 
-/// An anchored node, kept for its aliases.
+/// An anchored node, kept for its aliases (its children stay in the node list).
 struct Anchored {
     value: Value,
-    spans: SpanNode,
+    node: Node,
     nodes: usize,
 }
 
 /// Parses one YAML document into a [`Document`]. An empty document is `null`.
 pub fn parse(source: &Source) -> Result<Document, YamlError> {
     let text: &str = &source.text;
+    let mut arena: Vec<Node> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Anchored> = HashMap::new();
-    let mut root: Option<(Value, SpanNode)> = None;
+    let mut root: Option<(Value, Node)> = None;
     let mut total_nodes = 0usize;
     let mut alias_nodes = 0usize;
     let mut documents = 0usize;
-    let err = |message: String, span: Span| YamlError {
+    let err = |message: String, at: Node| YamlError {
         message,
-        span: Some(span),
+        span: Some(Span {
+            len: at.len as usize,
+            ..point(source, at.offset as usize)
+        }),
     };
 
     for event in Parser::new_from_str(text) {
         let (event, raw_span) = event.map_err(|e| scan_error(source, &e))?;
-        let span = span_of(source, &raw_span);
-        // A finished node: (value, spans, node count, anchor id).
-        let done: Option<(Value, SpanNode, usize, usize)> = match event {
+        let here = Node::at(&raw_span);
+        // A finished node: (value, node, node count, anchor id).
+        let done: Option<(Value, Node, usize, usize)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => None,
             Event::DocumentStart(..) => {
                 documents += 1;
                 if documents > 1 {
                     return Err(err(
                         "a runbook file holds one YAML document; remove the extra `---`".into(),
-                        span,
+                        here,
                     ));
                 }
                 None
             }
             Event::Anchor(..) => None,
             Event::UnresolvedAlias(name) => {
-                return Err(err(format!("unknown anchor `*{name}`"), span));
+                return Err(err(format!("unknown anchor `*{name}`"), here));
             }
             Event::Alias(id) => {
                 let Some(a) = anchors.get(&id) else {
-                    return Err(err("alias to an unknown anchor".into(), span));
+                    return Err(err("alias to an unknown anchor".into(), here));
                 };
                 alias_nodes += a.nodes;
                 if alias_nodes > MAX_ALIAS_NODES {
                     return Err(err(
                         format!("aliases expand to too much data (over {MAX_ALIAS_NODES} nodes): is this a \"billion laughs\" document?"),
-                        span,
+                        here,
                     ));
                 }
-                let mut spans = a.spans.clone();
-                spans.value = span.into();
-                Some((a.value.clone(), spans, a.nodes, 0))
+                // The alias shares the anchored node's children in the node list.
+                let node = Node {
+                    first: a.node.first,
+                    count: a.node.count,
+                    ..here
+                };
+                Some((a.value.clone(), node, a.nodes, 0))
             }
             Event::Scalar(text, style, anchor, tag) => {
                 // A mapping key: kept as written.
@@ -278,22 +283,17 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                     key: key @ None, ..
                 }) = stack.last_mut()
                 {
-                    *key = Some((text.into_owned(), span));
+                    *key = Some((text.into_owned(), here));
                     total_nodes += 1;
                     continue;
                 }
                 let value = match tag {
                     Some(tag) => tagged_scalar(&text, tag.handle(), tag.suffix())
-                        .map_err(|m| err(m, span))?,
+                        .map_err(|m| err(m, here))?,
                     None if style == ScalarStyle::Plain => plain_scalar(&text),
                     None => Value::String(text.into_owned()),
                 };
-                let spans = SpanNode {
-                    value: span.into(),
-                    key: Pos::none(),
-                    children: Vec::new(),
-                };
-                Some((value, spans, 1, anchor))
+                Some((value, here, 1, anchor))
             }
             Event::SequenceStart(_, anchor, ref tag) | Event::MappingStart(_, anchor, ref tag) => {
                 if let Some(tag) = tag {
@@ -302,36 +302,36 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                     if !core {
                         return Err(err(
                             format!("unsupported YAML tag `{}{}`", tag.handle(), tag.suffix()),
-                            span,
+                            here,
                         ));
                     }
                 }
                 if let Some(Frame::Map { key: None, .. }) = stack.last() {
                     return Err(err(
                         "a mapping key must be a plain value, not a list or a mapping".into(),
-                        span,
+                        here,
                     ));
                 }
                 if stack.len() >= MAX_DEPTH {
                     return Err(err(
                         format!("the document nests deeper than {MAX_DEPTH} levels"),
-                        span,
+                        here,
                     ));
                 }
                 let is_seq = matches!(event, Event::SequenceStart(..));
                 stack.push(if is_seq {
                     Frame::Seq {
                         items: Vec::new(),
-                        spans: Vec::new(),
-                        span,
+                        children: Vec::new(),
+                        node: here,
                         anchor,
                         nodes: 1,
                     }
                 } else {
                     Frame::Map {
                         map: Map::new(),
-                        spans: Vec::new(),
-                        span,
+                        children: Vec::new(),
+                        node: here,
                         anchor,
                         nodes: 1,
                         key: None,
@@ -340,67 +340,56 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                 });
                 None
             }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq {
-                    items,
-                    spans,
-                    span,
-                    anchor,
-                    nodes,
-                }) => Some((
-                    Value::Array(items),
-                    SpanNode {
-                        value: span.into(),
-                        key: Pos::none(),
-                        children: spans,
-                    },
-                    nodes,
-                    anchor,
-                )),
-                Some(Frame::Map {
-                    mut map,
-                    mut spans,
-                    span,
-                    anchor,
-                    mut nodes,
-                    merges,
-                    ..
-                }) => {
-                    for (source_value, source_spans, at) in merges {
-                        merge_into(
-                            &mut map,
-                            &mut spans,
-                            source_value,
-                            source_spans,
-                            at,
-                            &mut nodes,
-                        )
-                        .map_err(|m| err(m, at))?;
-                    }
-                    Some((
-                        Value::Object(map),
-                        SpanNode {
-                            value: span.into(),
-                            key: Pos::none(),
-                            children: spans,
-                        },
-                        nodes,
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (value, mut node, children, nodes, anchor) = match stack.pop() {
+                    Some(Frame::Seq {
+                        items,
+                        children,
+                        node,
                         anchor,
-                    ))
-                }
-                None => None,
-            },
+                        nodes,
+                    }) => (Value::Array(items), node, children, nodes, anchor),
+                    Some(Frame::Map {
+                        mut map,
+                        mut children,
+                        node,
+                        anchor,
+                        mut nodes,
+                        merges,
+                        ..
+                    }) => {
+                        for (source_value, source_node, at) in merges {
+                            merge_into(
+                                &arena,
+                                &mut map,
+                                &mut children,
+                                source_value,
+                                source_node,
+                                at,
+                                &mut nodes,
+                            )
+                            .map_err(|m| err(m, at))?;
+                        }
+                        (Value::Object(map), node, children, nodes, anchor)
+                    }
+                    None => continue,
+                };
+                node.first = clamp(arena.len());
+                node.count = clamp(children.len());
+                arena.extend(children);
+                Some((value, node, nodes, anchor))
+            }
             #[allow(unreachable_patterns)] // `Comment` exists when another crate enables comments.
             _ => None,
         };
-        let Some((value, spans, nodes, anchor)) = done else {
+        let Some((value, node, nodes, anchor)) = done else {
             continue;
         };
         total_nodes += nodes;
         if total_nodes > MAX_NODES {
             return Err(err(
                 format!("the document has more than {MAX_NODES} nodes"),
-                span,
+                here,
             ));
         }
         if anchor != 0 {
@@ -408,114 +397,108 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                 anchor,
                 Anchored {
                     value: value.clone(),
-                    spans: spans.clone(),
+                    node,
                     nodes,
                 },
             );
         }
         match stack.last_mut() {
-            None => root = Some((value, spans)),
+            None => root = Some((value, node)),
             Some(Frame::Seq {
                 items,
-                spans: children,
+                children,
                 nodes: n,
                 ..
             }) => {
                 items.push(value);
-                children.push(spans);
+                children.push(node);
                 *n += nodes;
             }
             Some(Frame::Map {
                 map,
-                spans: children,
+                children,
                 key,
                 merges,
                 nodes: n,
                 ..
             }) => {
-                let Some((k, kspan)) = key.take() else {
+                let Some((k, knode)) = key.take() else {
                     // Only an alias can end up here as a key: a mapping key must be plain text.
                     match value {
                         Value::String(s) => {
-                            *key = Some((s, spans.value.span()));
+                            *key = Some((s, node));
                             continue;
                         }
-                        _ => {
-                            return Err(err(
-                                "a mapping key must be a plain value".into(),
-                                spans.value.span(),
-                            ))
-                        }
+                        _ => return Err(err("a mapping key must be a plain value".into(), node)),
                     }
                 };
                 if k == "<<" {
-                    merges.push((value, spans, kspan));
+                    merges.push((value, node, knode));
                     continue;
                 }
                 if map.contains_key(&k) {
-                    let first = map
+                    let first_line = map
                         .keys()
                         .position(|x| *x == k)
                         .and_then(|i| children.get(i))
-                        .map(|s| s.key.line)
+                        .map(|c| source.line_col(c.key_offset as usize).0)
                         .unwrap_or(0);
                     return Err(err(
-                        format!("duplicate key `{k}` (first on line {first})"),
-                        kspan,
+                        format!("duplicate key `{k}` (first on line {first_line})"),
+                        knode,
                     ));
                 }
                 *n += nodes;
                 map.insert(k, value);
-                children.push(SpanNode {
-                    key: kspan.into(),
-                    ..spans
-                });
+                children.push(node.with_key(knode));
             }
         }
     }
-    let (value, spans) = root.unwrap_or((
+    let (value, node) = root.unwrap_or((
         Value::Null,
-        SpanNode {
-            value: Span {
-                offset: 0,
-                len: 0,
-                line: 1,
-                column: 1,
-            }
-            .into(),
-            key: Pos::none(),
-            children: Vec::new(),
+        Node {
+            key_len: NO_KEY,
+            ..Node::default()
         },
     ));
-    Ok(Document { value, spans })
+    let root_index = arena.len();
+    arena.push(node);
+    arena.shrink_to_fit();
+    Ok(Document {
+        value,
+        nodes: arena,
+        root: root_index,
+        source: source.clone(),
+    })
 }
 
 /// `<<: *a` or `<<: [*a, *b]`: copy the keys the mapping does not set itself.
 fn merge_into(
+    arena: &[Node],
     map: &mut Map<String, Value>,
-    spans: &mut Vec<SpanNode>,
+    children: &mut Vec<Node>,
     source: Value,
-    source_spans: SpanNode,
-    at: Span,
+    source_node: Node,
+    at: Node,
     nodes: &mut usize,
 ) -> Result<(), String> {
+    let block = arena
+        .get(source_node.first as usize..(source_node.first + source_node.count) as usize)
+        .unwrap_or(&[]);
     match source {
         Value::Object(m) => {
-            for ((k, v), s) in m.into_iter().zip(source_spans.children) {
+            for ((k, v), child) in m.into_iter().zip(block.iter().copied()) {
                 if !map.contains_key(&k) {
                     *nodes += 1;
                     map.insert(k, v);
-                    spans.push(SpanNode {
-                        key: at.into(),
-                        ..s
-                    });
+                    children.push(child.with_key(at));
                 }
             }
             Ok(())
         }
         Value::Array(items) => {
-            for (item, s) in items.into_iter().zip(source_spans.children) {
-                merge_into(map, spans, item, s, at, nodes)?;
+            for (item, child) in items.into_iter().zip(block.iter().copied()) {
+                merge_into(arena, map, children, item, child, at, nodes)?;
             }
             Ok(())
         }

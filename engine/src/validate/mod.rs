@@ -346,11 +346,11 @@ pub(crate) struct Cx<'a> {
     pub diags: Vec<Diagnostic>,
     /// Compiled templates by text (`[0]` templates, `[1]` bare expressions): the names they
     /// read, or their error.
-    pub templates: [std::collections::HashMap<String, TemplateCheck>; 2],
+    pub templates: [std::collections::HashMap<Box<str>, TemplateCheck>; 2],
 }
 
 /// What compiling one template found.
-pub(crate) type TemplateCheck = Result<HashSet<String>, crate::template::SyntaxError>;
+pub(crate) type TemplateCheck = std::rc::Rc<Result<Box<[String]>, crate::template::SyntaxError>>;
 
 impl Cx<'_> {
     pub fn push(&mut self, d: Diagnostic) {

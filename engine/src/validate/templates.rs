@@ -305,22 +305,23 @@ fn check_one(
                 Mode::Template => check_template(&cx.v.env, s),
                 Mode::Expression => check_expression(&cx.v.env, s),
             };
-            cache.insert(s.to_string(), r.clone());
+            let r = std::rc::Rc::new(r.map(|names| {
+                let mut names: Vec<String> = names.into_iter().collect();
+                names.sort();
+                names.into_boxed_slice()
+            }));
+            cache.insert(s.into(), r.clone());
             r
         }
     };
     let _ = field;
-    match result {
+    match result.as_ref() {
         Err(e) => {
             let where_ = owner(cx, ptr);
-            report_syntax(cx, s, ptr, &e, mode, &where_)
+            report_syntax(cx, s, ptr, e, mode, &where_)
         }
         Ok(names) if names.is_empty() => {}
-        Ok(names) => {
-            let mut names: Vec<String> = names.into_iter().collect();
-            names.sort();
-            check_names(cx, steps, s, ptr, scope, &names);
-        }
+        Ok(names) => check_names(cx, steps, s, ptr, scope, names),
     }
 }
 
