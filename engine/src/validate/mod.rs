@@ -230,26 +230,7 @@ impl<'r> Validator<'r> {
             .unwrap_or_default();
         for (name, spec) in &declared {
             let ptr = format!("/params/{}", yaml::escape_pointer_token(name));
-            let mut bare = spec.as_items();
-            bare.allowed = None;
-            for (i, v) in spec.allowed.iter().flatten().enumerate() {
-                if let Err(e) = params::check_value(&bare, v) {
-                    cx.push(Diagnostic::new(
-                        Code::Param,
-                        cx.source,
-                        cx.doc.value_span(&format!("{ptr}/enum/{i}")),
-                        format!("param `{name}`: this allowed value can never be given: {e}"),
-                    ));
-                }
-            }
-            if let (Some(min), Some(max)) = (spec.minimum, spec.maximum) {
-                if min > max {
-                    cx.push(Diagnostic::new(Code::Param, cx.source, cx.doc.value_span(&format!("{ptr}/minimum")), format!("param `{name}`: `minimum` ({min}) is above `maximum` ({max}), so no value fits")));
-                }
-            }
-            if spec.items.is_some() && spec.kind != crate::model::ParamType::Array {
-                cx.push(Diagnostic::new(Code::Param, cx.source, cx.doc.key_span(&format!("{ptr}/items")), format!("param `{name}`: `items` applies only to `type: array`, and this param is a {}", spec.kind.name())));
-            }
+            contradictions(cx, name, &ptr, &spec.as_items());
             if spec.required && spec.default.is_some() {
                 cx.push(
                     Diagnostic::new(Code::Param, cx.source, cx.doc.key_span(&format!("{ptr}/required")), format!("param `{name}` is `required` but has a `default`, so it is never missing"))
@@ -334,6 +315,55 @@ impl<'r> Validator<'r> {
             }
         }
         Some(resolved)
+    }
+}
+
+/// Declarations no value can satisfy: allowed values of the wrong type or out of range,
+/// `minimum` above `maximum`, `items` on a non-array; at every level of `items`.
+fn contradictions(cx: &mut Cx<'_>, name: &str, ptr: &str, spec: &crate::model::ItemsSpec) {
+    let what = if ptr.contains("/items") {
+        format!("the items of param `{name}`")
+    } else {
+        format!("param `{name}`")
+    };
+    let mut bare = spec.clone();
+    bare.allowed = None;
+    for (i, v) in spec.allowed.iter().flatten().enumerate() {
+        if let Err(e) = params::check_value(&bare, v) {
+            let span = cx.doc.value_span(&format!("{ptr}/enum/{i}"));
+            cx.push(Diagnostic::new(
+                Code::Param,
+                cx.source,
+                span,
+                format!("{what}: this allowed value can never be given: {e}"),
+            ));
+        }
+    }
+    if let (Some(min), Some(max)) = (spec.minimum, spec.maximum) {
+        if min > max {
+            let span = cx.doc.value_span(&format!("{ptr}/minimum"));
+            cx.push(Diagnostic::new(
+                Code::Param,
+                cx.source,
+                span,
+                format!("{what}: `minimum` ({min}) is above `maximum` ({max}), so no value fits"),
+            ));
+        }
+    }
+    if let Some(items) = &spec.items {
+        if spec.kind != crate::model::ParamType::Array {
+            let span = cx.doc.key_span(&format!("{ptr}/items"));
+            cx.push(Diagnostic::new(
+                Code::Param,
+                cx.source,
+                span,
+                format!(
+                    "{what}: `items` applies only to `type: array`, and this is a {}",
+                    spec.kind.name()
+                ),
+            ));
+        }
+        contradictions(cx, name, &format!("{ptr}/items"), items);
     }
 }
 
