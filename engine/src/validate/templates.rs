@@ -75,19 +75,18 @@ pub(crate) fn check(cx: &mut Cx<'_>, steps: &Steps<'_>) {
                 v,
                 &format!("/vars/{}", escape_pointer_token(k)),
                 scope,
-                "vars",
             );
         }
     }
     if let Some(env) = root.get("env") {
-        walk(cx, steps, env, "/env", none, "env");
+        walk(cx, steps, env, "/env", none);
     }
     if let Some(outputs) = root.get("outputs") {
         let scope = Scope {
             steps: StepsVisible::All,
             ..none
         };
-        walk(cx, steps, outputs, "/outputs", scope, "outputs");
+        walk(cx, steps, outputs, "/outputs", scope);
     }
     if let Some(until) = root
         .pointer("/defaults/retry/until")
@@ -104,7 +103,6 @@ pub(crate) fn check(cx: &mut Cx<'_>, steps: &Steps<'_>) {
             "/defaults/retry/until",
             scope,
             Mode::Expression,
-            "defaults.retry.until",
         );
     }
 
@@ -129,11 +127,11 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
         if s.get("uses").and_then(Value::as_str) == Some("assert") {
             check_assert(cx, steps, with, &format!("{p}/with"), base);
         } else {
-            walk(cx, steps, with, &format!("{p}/with"), base, "with");
+            walk(cx, steps, with, &format!("{p}/with"), base);
         }
     }
     if let Some(env) = s.get("env") {
-        walk(cx, steps, env, &format!("{p}/env"), base, "env");
+        walk(cx, steps, env, &format!("{p}/env"), base);
     }
     if let Some(fe) = s.get("for_each") {
         walk(
@@ -145,19 +143,10 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
                 item: false,
                 ..base
             },
-            "for_each",
         );
     }
     if let Some(Value::String(w)) = s.get("when") {
-        check_one(
-            cx,
-            steps,
-            w,
-            &format!("{p}/when"),
-            base,
-            Mode::Expression,
-            "when",
-        );
+        check_one(cx, steps, w, &format!("{p}/when"), base, Mode::Expression);
     }
     if let Some(Value::String(u)) = s.get("retry").and_then(|r| r.get("until")) {
         check_one(
@@ -170,7 +159,6 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
                 ..base
             },
             Mode::Expression,
-            "retry.until",
         );
     }
     if let Some(outputs) = s.get("outputs") {
@@ -183,7 +171,6 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
                 result: true,
                 ..base
             },
-            "outputs",
         );
     }
     if let Some(rb) = s.get("rollback") {
@@ -195,24 +182,10 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
             ..base
         };
         if let Some(with) = rb.get("with") {
-            walk(
-                cx,
-                steps,
-                with,
-                &format!("{p}/rollback/with"),
-                scope,
-                "rollback.with",
-            );
+            walk(cx, steps, with, &format!("{p}/rollback/with"), scope);
         }
         if let Some(env) = rb.get("env") {
-            walk(
-                cx,
-                steps,
-                env,
-                &format!("{p}/rollback/env"),
-                scope,
-                "rollback.env",
-            );
+            walk(cx, steps, env, &format!("{p}/rollback/env"), scope);
         }
         if let Some(Value::String(u)) = rb.get("retry").and_then(|r| r.get("until")) {
             check_one(
@@ -225,7 +198,6 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
                     ..scope
                 },
                 Mode::Expression,
-                "rollback.retry.until",
             );
         }
     }
@@ -234,15 +206,13 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
 /// `assert`'s `that:` holds bare expressions; its other inputs are templates.
 fn check_assert(cx: &mut Cx<'_>, steps: &Steps<'_>, with: &Value, ptr: &str, scope: Scope) {
     let Some(obj) = with.as_object() else {
-        walk(cx, steps, with, ptr, scope, "with");
+        walk(cx, steps, with, ptr, scope);
         return;
     };
     for (k, v) in obj {
         let child = format!("{ptr}/{}", escape_pointer_token(k));
         match (k.as_str(), v) {
-            ("that", Value::String(e)) => {
-                check_one(cx, steps, e, &child, scope, Mode::Expression, "with.that")
-            }
+            ("that", Value::String(e)) => check_one(cx, steps, e, &child, scope, Mode::Expression),
             ("that", Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Value::String(e) = item {
@@ -253,22 +223,21 @@ fn check_assert(cx: &mut Cx<'_>, steps: &Steps<'_>, with: &Value, ptr: &str, sco
                             &format!("{child}/{i}"),
                             scope,
                             Mode::Expression,
-                            "with.that",
                         );
                     }
                 }
             }
-            _ => walk(cx, steps, v, &child, scope, "with"),
+            _ => walk(cx, steps, v, &child, scope),
         }
     }
 }
 
-fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope, field: &str) {
+fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope) {
     match v {
-        Value::String(s) => check_one(cx, steps, s, ptr, scope, Mode::Template, field),
+        Value::String(s) => check_one(cx, steps, s, ptr, scope, Mode::Template),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                walk(cx, steps, item, &format!("{ptr}/{i}"), scope, field);
+                walk(cx, steps, item, &format!("{ptr}/{i}"), scope);
             }
         }
         Value::Object(map) => {
@@ -279,7 +248,6 @@ fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope, 
                     item,
                     &format!("{ptr}/{}", escape_pointer_token(k)),
                     scope,
-                    field,
                 );
             }
         }
@@ -287,15 +255,7 @@ fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope, 
     }
 }
 
-fn check_one(
-    cx: &mut Cx<'_>,
-    steps: &Steps<'_>,
-    s: &str,
-    ptr: &str,
-    scope: Scope,
-    mode: Mode,
-    field: &str,
-) {
+fn check_one(cx: &mut Cx<'_>, steps: &Steps<'_>, s: &str, ptr: &str, scope: Scope, mode: Mode) {
     // Generated runbooks repeat the same templates many times: compile each text once.
     let cache = &mut cx.templates[usize::from(mode == Mode::Expression)];
     let result = match cache.get(s) {
@@ -314,7 +274,6 @@ fn check_one(
             r
         }
     };
-    let _ = field;
     match result.as_ref() {
         Err(e) => {
             let where_ = owner(cx, ptr);
