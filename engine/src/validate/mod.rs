@@ -123,14 +123,7 @@ impl<'r> Validator<'r> {
                 };
             }
         };
-        let mut cx = Cx {
-            v: self,
-            source: &source,
-            doc: &doc,
-            root: &doc.value,
-            diags: Vec::new(),
-            templates: Default::default(),
-        };
+        let mut cx = Cx::new(self, &source, &doc);
         if !doc.value.is_object() {
             let got = if doc.value.is_null() {
                 "an empty document"
@@ -150,14 +143,7 @@ impl<'r> Validator<'r> {
         // inputs and the model on one; templates and params on the other. Both only read the
         // document.
         let side_half = || {
-            let mut side = Cx {
-                v: self,
-                source: &source,
-                doc: &doc,
-                root: &doc.value,
-                diags: Vec::new(),
-                templates: Default::default(),
-            };
+            let mut side = Cx::new(self, &source, &doc);
             let t = schema_check::Target {
                 source: &source,
                 doc: &doc,
@@ -382,7 +368,18 @@ pub(crate) struct Cx<'a> {
 /// What compiling one template found.
 pub(crate) type TemplateCheck = std::rc::Rc<Result<Box<[String]>, crate::template::SyntaxError>>;
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    fn new(v: &'a Validator<'a>, source: &'a Source, doc: &'a Document) -> Self {
+        Cx {
+            v,
+            source,
+            doc,
+            root: &doc.value,
+            diags: Vec::new(),
+            templates: Default::default(),
+        }
+    }
+
     pub fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
