@@ -7,10 +7,13 @@
 pub mod action;
 pub mod builtins;
 pub mod diag;
+pub mod exec;
 pub mod graph;
 pub mod model;
 pub mod render;
+pub mod report;
 pub mod schema;
+pub mod secrets;
 pub mod source;
 pub mod suggest;
 pub mod template;

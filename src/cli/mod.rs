@@ -3,7 +3,9 @@
 mod actions;
 mod graph;
 mod output;
+mod progress;
 mod registry;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,7 +26,7 @@ pub const EXIT_INVALID: u8 = 2;
                   action (shell, ssh.run, http.request, k8s.delete …) with Jinja templates, retries, \
                   timeouts, conditions, fan-out and rollback.\n\nThe format is described in docs/format.md; \
                   `opsbook schema` prints the JSON Schema editors use for completion.",
-    after_help = "Examples:\n  opsbook validate runbooks/\n  opsbook validate deploy.yaml -p environment=prod\n  \
+    after_help = "Examples:\n  opsbook run runbooks/disk-usage.yaml\n  opsbook validate runbooks/\n  opsbook validate deploy.yaml -p environment=prod\n  \
                   opsbook graph deploy.yaml --format mermaid\n  opsbook actions shell\n  opsbook completions bash > /etc/bash_completion.d/opsbook"
 )]
 struct Cli {
@@ -34,6 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Run(run::Args),
     Validate(validate::Args),
     Graph(graph::Args),
     Schema(SchemaArgs),
@@ -62,6 +65,7 @@ struct CompletionsArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Schema(_) => {

@@ -1,0 +1,1115 @@
+//! The executor: runs a validated runbook's DAG and reports every step to its observers.
+//!
+//! A step starts when its `needs` are done and `run_on` and `when` allow it; run-level
+//! `concurrency` bounds actions in flight (steps and `for_each` items); `retry` retries failed
+//! attempts with fixed or exponential backoff, or polls with `until`; `timeout` bounds a whole
+//! step (every attempt and item); a failed run runs the rollbacks of its succeeded steps in
+//! reverse order of completion, then `on_failure`, and `finally` always runs. Steps run as futures
+//! of one task, so they borrow the runbook instead of copying it.
+
+mod control;
+pub mod event;
+mod scope;
+pub mod state;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use indexmap::IndexMap;
+use minijinja::Environment;
+use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::action::{ActionError, ErrorKind, LogSink, LogStream, Registry, StepContext};
+use crate::graph::{NodeSpec, PhaseGraph};
+use crate::model::{Backoff, Phase, Retry, RunOn, Runbook, Step, When};
+use crate::render::Renderer;
+use crate::secrets::Masker;
+use crate::source::Source;
+use crate::yaml::Document;
+
+use event::{Event, Observer};
+use scope::StepsView;
+use state::{ItemReport, ReportPhase, RunReport, RunbookRef, Status, StepReport};
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The run's id (`20261124T203000Z-8f3a`).
+    pub run_id: String,
+    /// The runbook's path as given.
+    pub runbook_path: String,
+    /// Where relative paths resolve (the runbook's folder).
+    pub base_dir: PathBuf,
+    /// Params after defaults and checks.
+    pub params: IndexMap<String, Value>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--concurrency`, over the runbook's own.
+    pub concurrency: Option<usize>,
+    /// `--yes`: approve every `approve` step.
+    pub approve_all: bool,
+    /// `--approve STEP`.
+    pub approve: HashSet<String>,
+    /// Whether a person can answer prompts on this terminal.
+    pub interactive: bool,
+    /// Cancelled on Ctrl-C or SIGTERM.
+    pub cancel: CancellationToken,
+}
+
+/// A new run id: UTC time and four hex digits.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = jiff::Timestamp::now();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanosecond() as u128);
+    h.write_u32(std::process::id());
+    format!(
+        "{}-{:04x}",
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        h.finish() & 0xffff
+    )
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// Runs one runbook.
+pub struct Executor<'a> {
+    runbook: &'a Runbook,
+    renderer: Renderer<'a>,
+    env: &'a Environment<'static>,
+    registry: &'a Registry,
+    opts: RunOptions,
+    shared: Arc<Shared>,
+    steps_view: Arc<StepsView>,
+    permits: Arc<Semaphore>,
+    /// Values every template sees: params, vars, env, secrets, run.
+    base_scope: Mutex<Map<String, Value>>,
+    /// Environment for process-based actions: the runbook's `env`, rendered.
+    run_env: Mutex<IndexMap<String, String>>,
+    /// Main-phase steps that succeeded, in completion order, for rollbacks.
+    completed: Mutex<Vec<usize>>,
+    started: Instant,
+}
+
+/// What one attempt (or a whole step) came to.
+struct Outcome {
+    status: Status,
+    attempts: u32,
+    result: Value,
+    outputs: IndexMap<String, Value>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(status: Status, attempts: u32, error: String) -> Self {
+        Outcome {
+            status,
+            attempts,
+            result: Value::Null,
+            outputs: IndexMap::new(),
+            error: Some(error),
+        }
+    }
+}
+
+impl<'a> Executor<'a> {
+    /// An executor for a runbook that passed validation (`doc` is its [`crate::Checked::document`]).
+    pub fn new(
+        runbook: &'a Runbook,
+        doc: &'a Document,
+        source: &'a Source,
+        env: &'a Environment<'static>,
+        registry: &'a Registry,
+        opts: RunOptions,
+        observers: Vec<Arc<dyn Observer>>,
+    ) -> Self {
+        let limit = opts
+            .concurrency
+            .or(runbook.concurrency.map(|c| c as usize))
+            .unwrap_or(Semaphore::MAX_PERMITS.min(1 << 20))
+            .max(1);
+        let mut steps = Vec::new();
+        for phase in Phase::ALL {
+            let rp = match phase {
+                Phase::Main => ReportPhase::Main,
+                Phase::OnFailure => ReportPhase::OnFailure,
+                Phase::Finally => ReportPhase::Finally,
+            };
+            for s in runbook.phase(phase) {
+                steps.push(StepReport::pending(&s.id, rp, &s.uses, s.name.clone()));
+            }
+        }
+        let report = RunReport {
+            id: opts.run_id.clone(),
+            runbook: RunbookRef {
+                name: runbook.name.clone(),
+                path: opts.runbook_path.clone(),
+            },
+            status: Status::Running,
+            dry_run: opts.dry_run,
+            started_at: now(),
+            finished_at: None,
+            duration_ms: None,
+            params: opts.params.clone(),
+            outputs: IndexMap::new(),
+            error: None,
+            steps,
+        };
+        Executor {
+            runbook,
+            renderer: Renderer::new(env, source, doc),
+            env,
+            registry,
+            opts,
+            shared: Arc::new(Shared {
+                report: Mutex::new(report),
+                masker: Mutex::new(Masker::default()),
+                observers,
+            }),
+            steps_view: Arc::new(StepsView::default()),
+            permits: Arc::new(Semaphore::new(limit)),
+            base_scope: Mutex::new(Map::new()),
+            run_env: Mutex::new(IndexMap::new()),
+            completed: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.shared.emit(event);
+    }
+
+    fn mask(&self) -> Masker {
+        self.shared.mask()
+    }
+
+    /// Runs the runbook to the end and returns the final report.
+    pub async fn run(&self) -> RunReport {
+        // Every step is visible (as pending) from the start.
+        for phase in Phase::ALL {
+            for s in self.runbook.phase(phase) {
+                self.steps_view.set(&s.id, &json!({"status": "pending", "result": null, "outputs": {}, "items": [], "error": null, "attempts": 0, "duration_ms": null}));
+            }
+        }
+        self.emit(Event::RunStarted);
+        let mut failure: Option<String> = self.prepare().err();
+        if failure.is_none() {
+            self.run_phase(Phase::Main, &self.opts.cancel).await;
+        }
+        let cancelled = self.opts.cancel.is_cancelled();
+        if failure.is_none() {
+            failure = self.first_failure();
+        }
+        if failure.is_some() && !cancelled {
+            self.rollback().await;
+            self.run_phase(Phase::OnFailure, &self.opts.cancel).await;
+        }
+        // `finally` runs even after Ctrl-C, with a token of its own.
+        let finally_token = CancellationToken::new();
+        self.run_phase(Phase::Finally, &finally_token).await;
+        if failure.is_none() {
+            failure = self.first_failure();
+        }
+        let outputs = if failure.is_none() && !cancelled {
+            self.run_outputs()
+        } else {
+            Ok(IndexMap::new())
+        };
+        let (outputs, failure) = match outputs {
+            Ok(o) => (o, failure),
+            Err(e) => (IndexMap::new(), Some(e)),
+        };
+        let masker = self.mask();
+        if let Ok(mut r) = self.shared.report.lock() {
+            r.status = if cancelled {
+                Status::Cancelled
+            } else if failure.is_some() {
+                Status::Failed
+            } else {
+                Status::Succeeded
+            };
+            r.error = failure.map(|e| masker.mask(&e));
+            r.outputs = outputs
+                .into_iter()
+                .map(|(k, v)| (k, masker.mask_value(&v)))
+                .collect();
+            r.finished_at = Some(now());
+            r.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        }
+        self.emit(Event::RunFinished);
+        self.shared
+            .report
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The first step failure that fails the run, as a message.
+    fn first_failure(&self) -> Option<String> {
+        let report = self.shared.report.lock().ok()?;
+        let all: Vec<&Step> = Phase::ALL
+            .iter()
+            .flat_map(|p| self.runbook.phase(*p))
+            .collect();
+        report
+            .steps
+            .iter()
+            .filter(|s| s.phase != ReportPhase::Rollback)
+            .zip(all)
+            .find_map(|(r, s)| {
+                let allowed = s
+                    .continue_on_error
+                    .or(self.defaults_continue())
+                    .unwrap_or(false);
+                (r.status.is_failure() && !allowed).then(|| {
+                    format!(
+                        "step `{}` {}: {}",
+                        r.id,
+                        r.status.as_str().replace('_', " "),
+                        r.error.clone().unwrap_or_default()
+                    )
+                })
+            })
+    }
+
+    fn defaults_continue(&self) -> Option<bool> {
+        self.runbook
+            .defaults
+            .as_ref()
+            .and_then(|d| d.continue_on_error)
+    }
+
+    /// Resolves secrets, then renders `vars` in order and the runbook's `env`.
+    fn prepare(&self) -> Result<(), String> {
+        let secrets = crate::secrets::resolve(&self.runbook.secrets, &self.opts.base_dir)?;
+        if let Ok(mut m) = self.shared.masker.lock() {
+            *m = Masker::new(secrets.values().cloned());
+        }
+        let process_env: Map<String, Value> = std::env::vars()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let mut scope = Map::new();
+        scope.insert("params".into(), json!(self.opts.params));
+        scope.insert("env".into(), Value::Object(process_env));
+        scope.insert("secrets".into(), json!(secrets));
+        scope.insert("run".into(), json!({"id": self.opts.run_id, "name": self.runbook.name, "started_at": self.shared.report.lock().map(|r| r.started_at.clone()).unwrap_or_default(), "dry_run": self.opts.dry_run}));
+        let mut vars = Map::new();
+        for name in self.runbook.vars.keys() {
+            scope.insert("vars".into(), Value::Object(vars.clone()));
+            let ptr = format!("/vars/{}", crate::yaml::escape_pointer_token(name));
+            let v = self
+                .renderer
+                .render(&ptr, &self.template_scope(&scope))
+                .map_err(|d| self.mask().mask(&d.short()))?;
+            vars.insert(name.clone(), v);
+        }
+        scope.insert("vars".into(), Value::Object(vars));
+        let env = self
+            .renderer
+            .render("/env", &self.template_scope(&scope))
+            .map_err(|d| self.mask().mask(&d.short()))?;
+        if let Ok(mut e) = self.run_env.lock() {
+            *e = env_strings(&env);
+        }
+        if let Ok(mut b) = self.base_scope.lock() {
+            *b = scope;
+        }
+        Ok(())
+    }
+
+    fn template_scope(&self, base: &Map<String, Value>) -> minijinja::Value {
+        let mut ctx: std::collections::BTreeMap<String, minijinja::Value> = base
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::template::to_template_value(v)))
+            .collect();
+        ctx.insert(
+            "steps".into(),
+            minijinja::Value::from_dyn_object(self.steps_view.clone()),
+        );
+        minijinja::Value::from(ctx)
+    }
+
+    /// The scope of a step: the run's, plus `item`/`index` and `result` when given.
+    fn scope(&self, item: Option<(&Value, usize)>, result: Option<&Value>) -> minijinja::Value {
+        let mut base = self
+            .base_scope
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        if let Some((item, index)) = item {
+            base.insert("item".into(), item.clone());
+            base.insert("index".into(), json!(index));
+        }
+        if let Some(r) = result {
+            base.insert("result".into(), r.clone());
+        }
+        self.template_scope(&base)
+    }
+
+    fn run_outputs(&self) -> Result<IndexMap<String, Value>, String> {
+        let v = self
+            .renderer
+            .render("/outputs", &self.scope(None, None))
+            .map_err(|d| self.mask().mask(&d.short()))?;
+        Ok(v.as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn report_index(&self, phase: Phase, local: usize) -> usize {
+        let before: usize = Phase::ALL
+            .iter()
+            .take_while(|p| **p != phase)
+            .map(|p| self.runbook.phase(*p).len())
+            .sum();
+        before + local
+    }
+
+    /// Runs one phase's DAG to the end.
+    async fn run_phase(&self, phase: Phase, cancel: &CancellationToken) {
+        let steps = self.runbook.phase(phase);
+        if steps.is_empty() {
+            return;
+        }
+        let nodes: Vec<NodeSpec> = steps
+            .iter()
+            .map(|s| NodeSpec {
+                id: &s.id,
+                needs: s.needs.as_ref().map(|n| n.ids()),
+            })
+            .collect();
+        let (graph, _) = PhaseGraph::build_lenient(&nodes);
+        let mut started = vec![false; steps.len()];
+        let mut done: Vec<Option<Status>> = vec![None; steps.len()];
+        let mut running = FuturesUnordered::new();
+        loop {
+            if !cancel.is_cancelled() {
+                for i in 0..steps.len() {
+                    if started[i] || !graph.needs[i].iter().all(|&d| done[d].is_some()) {
+                        continue;
+                    }
+                    started[i] = true;
+                    let needs: Vec<(Status, bool)> = graph.needs[i]
+                        .iter()
+                        .map(|&d| {
+                            (
+                                done[d].unwrap_or(Status::Pending),
+                                steps[d]
+                                    .continue_on_error
+                                    .or(self.defaults_continue())
+                                    .unwrap_or(false),
+                            )
+                        })
+                        .collect();
+                    running.push(async move {
+                        (i, self.run_step(phase, i, &steps[i], &needs, cancel).await)
+                    });
+                }
+            }
+            match running.next().await {
+                Some((i, status)) => done[i] = Some(status),
+                None => break,
+            }
+        }
+    }
+
+    /// Decides, runs and records one step; returns its status.
+    async fn run_step(
+        &self,
+        phase: Phase,
+        local: usize,
+        step: &Step,
+        needs: &[(Status, bool)],
+        cancel: &CancellationToken,
+    ) -> Status {
+        let ri = self.report_index(phase, local);
+        let base_ptr = format!("/{}/{local}", phase.key());
+        // `run_on`: a need that failed with `continue_on_error` does not count as failed.
+        let any_failed = needs.iter().any(|(s, allowed)| s.is_failure() && !allowed);
+        let any_cancelled = needs.iter().any(|(s, _)| *s == Status::Cancelled);
+        let run_on = step.run_on.unwrap_or_default();
+        let skip_reason = match run_on {
+            RunOn::Success if any_failed || any_cancelled => {
+                Some("skipped: a step it needs did not succeed".to_string())
+            }
+            RunOn::Failure if !any_failed => {
+                Some("skipped: `run_on: failure` and no step it needs failed".to_string())
+            }
+            _ => None,
+        };
+        if let Some(reason) = skip_reason {
+            return self.finish(
+                ri,
+                &step.id,
+                phase,
+                Outcome {
+                    status: Status::Skipped,
+                    attempts: 0,
+                    result: Value::Null,
+                    outputs: IndexMap::new(),
+                    error: Some(reason),
+                },
+                None,
+            );
+        }
+        let started = Instant::now();
+        if let Ok(mut r) = self.shared.report.lock() {
+            r.steps[ri].status = Status::Running;
+            r.steps[ri].started_at = Some(now());
+            r.steps[ri].log = Some(format!("logs/{}.log", step.id));
+        }
+        let per_item_when =
+            matches!(&step.when, Some(When::Expr(e)) if e.contains("item") || e.contains("index"));
+        if !per_item_when {
+            match self
+                .renderer
+                .eval_bool(&format!("{base_ptr}/when"), &self.scope(None, None))
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self.finish(
+                        ri,
+                        &step.id,
+                        phase,
+                        Outcome {
+                            status: Status::Skipped,
+                            attempts: 0,
+                            result: Value::Null,
+                            outputs: IndexMap::new(),
+                            error: Some("skipped: `when` is false".into()),
+                        },
+                        Some(started),
+                    );
+                }
+                Err(d) => {
+                    return self.finish(
+                        ri,
+                        &step.id,
+                        phase,
+                        Outcome::failed(Status::Failed, 0, d.short()),
+                        Some(started),
+                    )
+                }
+            }
+        }
+        let step_cancel = cancel.child_token();
+        let timeout = step
+            .timeout
+            .or(self.runbook.defaults.as_ref().and_then(|d| d.timeout))
+            .map(|d| d.get());
+        let work = self.step_body(ri, &base_ptr, step, per_item_when, &step_cancel);
+        let outcome = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(o) => o,
+                Err(_) => {
+                    step_cancel.cancel();
+                    Outcome::failed(
+                        Status::TimedOut,
+                        self.shared
+                            .report
+                            .lock()
+                            .map(|r| r.steps[ri].attempts)
+                            .unwrap_or(0),
+                        format!("timed out after {}", crate::model::format_duration(limit)),
+                    )
+                }
+            },
+            None => work.await,
+        };
+        let outcome = if cancel.is_cancelled() && outcome.status.is_failure() {
+            Outcome {
+                status: Status::Cancelled,
+                error: Some("cancelled".into()),
+                ..outcome
+            }
+        } else {
+            outcome
+        };
+        if phase == Phase::Main && outcome.status == Status::Succeeded && step.rollback.is_some() {
+            if let Ok(mut c) = self.completed.lock() {
+                c.push(local);
+            }
+        }
+        self.finish(ri, &step.id, phase, outcome, Some(started))
+    }
+
+    /// Records a step's end, updates `steps.<id>`, and tells the observers.
+    fn finish(
+        &self,
+        ri: usize,
+        id: &str,
+        _phase: Phase,
+        o: Outcome,
+        started: Option<Instant>,
+    ) -> Status {
+        let masker = self.mask();
+        let entry;
+        {
+            let Ok(mut r) = self.shared.report.lock() else {
+                return o.status;
+            };
+            let s = &mut r.steps[ri];
+            s.status = o.status;
+            s.attempts = s.attempts.max(o.attempts);
+            s.result = masker.mask_value(&o.result);
+            s.outputs = o
+                .outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), masker.mask_value(v)))
+                .collect();
+            s.error = o.error.as_deref().map(|e| masker.mask(e));
+            s.finished_at = Some(now());
+            s.duration_ms = started.map(|t| t.elapsed().as_millis() as u64);
+            if s.started_at.is_none() {
+                s.log = None;
+            }
+            // Templates see the real values; reports see masked ones.
+            entry = json!({
+                "status": o.status.as_str(), "result": o.result, "outputs": o.outputs, "error": o.error,
+                "attempts": s.attempts, "duration_ms": s.duration_ms, "started_at": s.started_at, "finished_at": s.finished_at,
+                "items": s.items.iter().map(|i| json!({"index": i.index, "item": i.item, "status": i.status.as_str(), "attempts": i.attempts, "result": i.result, "outputs": i.outputs, "error": i.error})).collect::<Vec<_>>(),
+            });
+        }
+        self.steps_view.set(id, &entry);
+        self.emit(Event::StepFinished { step: ri });
+        o.status
+    }
+
+    /// A step's work: `for_each` items or one call, with retries.
+    async fn step_body(
+        &self,
+        ri: usize,
+        base_ptr: &str,
+        step: &Step,
+        per_item_when: bool,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        if step.for_each.is_none() {
+            return self.attempts(ri, None, base_ptr, step, None, cancel).await;
+        }
+        let list = match self
+            .renderer
+            .render(&format!("{base_ptr}/for_each"), &self.scope(None, None))
+        {
+            Ok(Value::Array(items)) => items,
+            Ok(other) => {
+                return Outcome::failed(
+                    Status::Failed,
+                    0,
+                    format!("`for_each` must give a list, got {}", type_name(&other)),
+                )
+            }
+            Err(d) => return Outcome::failed(Status::Failed, 0, d.short()),
+        };
+        if let Ok(mut r) = self.shared.report.lock() {
+            r.steps[ri].items = list
+                .iter()
+                .enumerate()
+                .map(|(index, item)| ItemReport {
+                    index,
+                    item: item.clone(),
+                    status: Status::Pending,
+                    attempts: 0,
+                    result: Value::Null,
+                    outputs: IndexMap::new(),
+                    error: None,
+                })
+                .collect();
+        }
+        let limit = step
+            .concurrency
+            .or(self.runbook.defaults.as_ref().and_then(|d| d.concurrency))
+            .map(|c| c as usize)
+            .unwrap_or(list.len().max(1));
+        let item_permits = Semaphore::new(limit.max(1));
+        let masker = self.mask();
+        let runs = list.iter().enumerate().map(|(index, item)| {
+            let item_permits = &item_permits;
+            let masker = &masker;
+            async move {
+                let _permit = item_permits.acquire().await;
+                let outcome = if per_item_when {
+                    match self.renderer.eval_bool(
+                        &format!("{base_ptr}/when"),
+                        &self.scope(Some((item, index)), None),
+                    ) {
+                        Ok(true) => {
+                            self.attempts(
+                                ri,
+                                Some(index),
+                                base_ptr,
+                                step,
+                                Some((item, index)),
+                                cancel,
+                            )
+                            .await
+                        }
+                        Ok(false) => Outcome {
+                            status: Status::Skipped,
+                            attempts: 0,
+                            result: Value::Null,
+                            outputs: IndexMap::new(),
+                            error: Some("skipped: `when` is false".into()),
+                        },
+                        Err(d) => Outcome::failed(Status::Failed, 0, d.short()),
+                    }
+                } else {
+                    self.attempts(ri, Some(index), base_ptr, step, Some((item, index)), cancel)
+                        .await
+                };
+                if let Ok(mut r) = self.shared.report.lock() {
+                    if let Some(it) = r.steps[ri].items.get_mut(index) {
+                        it.status = outcome.status;
+                        it.attempts = outcome.attempts;
+                        it.result = masker.mask_value(&outcome.result);
+                        it.outputs = outcome
+                            .outputs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), masker.mask_value(v)))
+                            .collect();
+                        it.error = outcome.error.as_deref().map(|e| masker.mask(e));
+                    }
+                }
+                outcome
+            }
+        });
+        let outcomes: Vec<Outcome> = futures_util::future::join_all(runs).await;
+        let status = if outcomes.iter().any(|o| o.status == Status::Cancelled) {
+            Status::Cancelled
+        } else if outcomes.iter().any(|o| o.status.is_failure()) {
+            Status::Failed
+        } else if !outcomes.is_empty() && outcomes.iter().all(|o| o.status == Status::Skipped) {
+            Status::Skipped
+        } else {
+            Status::Succeeded
+        };
+        let failed: Vec<String> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.status.is_failure())
+            .map(|(i, o)| format!("item {i}: {}", o.error.clone().unwrap_or_default()))
+            .collect();
+        let mut outputs: IndexMap<String, Value> = IndexMap::new();
+        for name in step.outputs.keys() {
+            outputs.insert(
+                name.clone(),
+                Value::Array(
+                    outcomes
+                        .iter()
+                        .map(|o| o.outputs.get(name).cloned().unwrap_or(Value::Null))
+                        .collect(),
+                ),
+            );
+        }
+        Outcome {
+            status,
+            attempts: outcomes.iter().map(|o| o.attempts).max().unwrap_or(0),
+            result: Value::Array(outcomes.iter().map(|o| o.result.clone()).collect()),
+            outputs,
+            error: (!failed.is_empty()).then(|| {
+                format!(
+                    "{} of {} items failed; {}",
+                    failed.len(),
+                    outcomes.len(),
+                    failed.join("; ")
+                )
+            }),
+        }
+    }
+
+    /// One call with its retries (and `until` polling) and its outputs.
+    async fn attempts(
+        &self,
+        ri: usize,
+        item_index: Option<usize>,
+        base_ptr: &str,
+        step: &Step,
+        item: Option<(&Value, usize)>,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let retry =
+            step.retry
+                .clone()
+                .or(self.runbook.defaults.as_ref().and_then(|d| d.retry.clone()));
+        let attempts = retry.as_ref().map_or(1, |r| r.attempts.max(1));
+        let mut last = Outcome::failed(Status::Failed, 0, "never ran".into());
+        for attempt in 1..=attempts {
+            if cancel.is_cancelled() {
+                return Outcome::failed(Status::Cancelled, attempt - 1, "cancelled".into());
+            }
+            if let Ok(mut r) = self.shared.report.lock() {
+                r.steps[ri].attempts = r.steps[ri].attempts.max(attempt);
+            }
+            self.emit(Event::StepStarted {
+                step: ri,
+                item: item_index,
+                attempt,
+                attempts,
+            });
+            let scope = self.scope(item, None);
+            let call = self
+                .call(ri, item_index, base_ptr, step, &scope, cancel)
+                .await;
+            last = match call {
+                Ok(result) => {
+                    let until = retry.as_ref().and_then(|r| r.until.as_ref());
+                    let until_ok = match until {
+                        None => Ok(true),
+                        Some(_) => self
+                            .renderer
+                            .eval_bool(
+                                &format!("{base_ptr}/retry/until"),
+                                &self.scope(item, Some(&result)),
+                            )
+                            .map_err(|d| d.short()),
+                    };
+                    match until_ok {
+                        Ok(true) => {
+                            let outputs = match self.renderer.render(
+                                &format!("{base_ptr}/outputs"),
+                                &self.scope(item, Some(&result)),
+                            ) {
+                                Ok(Value::Object(m)) => m.into_iter().collect(),
+                                Ok(_) => IndexMap::new(),
+                                Err(d) => {
+                                    return Outcome {
+                                        status: Status::Failed,
+                                        attempts: attempt,
+                                        result,
+                                        outputs: IndexMap::new(),
+                                        error: Some(d.short()),
+                                    }
+                                }
+                            };
+                            return Outcome {
+                                status: Status::Succeeded,
+                                attempts: attempt,
+                                result,
+                                outputs,
+                                error: None,
+                            };
+                        }
+                        Ok(false) => Outcome {
+                            status: Status::Failed,
+                            attempts: attempt,
+                            result,
+                            outputs: IndexMap::new(),
+                            error: Some(format!(
+                                "`retry.until` was still false after {attempt} attempt{}",
+                                if attempt == 1 { "" } else { "s" }
+                            )),
+                        },
+                        Err(e) => {
+                            return Outcome {
+                                status: Status::Failed,
+                                attempts: attempt,
+                                result,
+                                outputs: IndexMap::new(),
+                                error: Some(e),
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let stop = matches!(e.kind, ErrorKind::Permanent | ErrorKind::Cancelled);
+                    let status = if e.kind == ErrorKind::Cancelled {
+                        Status::Cancelled
+                    } else {
+                        Status::Failed
+                    };
+                    let o = Outcome {
+                        status,
+                        attempts: attempt,
+                        result: e.details.clone(),
+                        outputs: IndexMap::new(),
+                        error: Some(e.message),
+                    };
+                    if stop {
+                        return o;
+                    }
+                    o
+                }
+            };
+            if attempt < attempts {
+                if let Some(r) = &retry {
+                    let wait = backoff(r, attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return Outcome::failed(Status::Cancelled, attempt, "cancelled".into()),
+                    }
+                }
+            }
+        }
+        last
+    }
+
+    /// Renders the inputs and calls the action once.
+    async fn call(
+        &self,
+        ri: usize,
+        item: Option<usize>,
+        base_ptr: &str,
+        step: &Step,
+        scope: &minijinja::Value,
+        cancel: &CancellationToken,
+    ) -> Result<Value, ActionError> {
+        let inputs = self
+            .renderer
+            .render(&format!("{base_ptr}/with"), scope)
+            .map_err(|d| ActionError::permanent(d.short()))?;
+        let inputs = if inputs.is_null() {
+            Value::Object(Map::new())
+        } else {
+            inputs
+        };
+        let masker = self.mask();
+        if let Ok(mut r) = self.shared.report.lock() {
+            if item.is_none() {
+                r.steps[ri].inputs = masker.mask_value(&inputs);
+            }
+        }
+        let mut env = self.run_env.lock().map(|e| e.clone()).unwrap_or_default();
+        let step_env = self
+            .renderer
+            .render(&format!("{base_ptr}/env"), scope)
+            .map_err(|d| ActionError::permanent(d.short()))?;
+        env.extend(env_strings(&step_env));
+        self.invoke(ri, item, &step.id, &step.uses, inputs, env, scope, cancel)
+            .await
+    }
+
+    /// Checks the rendered inputs against the action's schema and runs it.
+    #[allow(clippy::too_many_arguments)]
+    async fn invoke(
+        &self,
+        ri: usize,
+        item: Option<usize>,
+        id: &str,
+        uses: &str,
+        inputs: Value,
+        env: IndexMap<String, String>,
+        scope: &minijinja::Value,
+        cancel: &CancellationToken,
+    ) -> Result<Value, ActionError> {
+        let entry = self
+            .registry
+            .get(uses)
+            .ok_or_else(|| ActionError::permanent(format!("unknown action `{uses}`")))?;
+        if let Ok(validator) = entry.input_validator() {
+            let problems: Vec<String> = validator
+                .iter_errors(&inputs)
+                .map(|e| {
+                    format!(
+                        "{}: {e}",
+                        if e.instance_path().as_str().is_empty() {
+                            "with".to_string()
+                        } else {
+                            crate::validate::display_path(e.instance_path().as_str())
+                        }
+                    )
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(ActionError::permanent(format!(
+                    "the rendered inputs of `{uses}` are invalid: {}",
+                    self.mask().mask(&problems.join("; "))
+                )));
+            }
+        }
+        let _permit = self.permits.acquire().await;
+        let sink: Arc<dyn LogSink> = Arc::new(EventSink {
+            shared: self.shared.clone(),
+            ri,
+            item,
+        });
+        let cx = StepContext {
+            step: match item {
+                Some(i) => format!("{id}[{i}]"),
+                None => id.to_string(),
+            },
+            cancel: cancel.clone(),
+            dry_run: self.opts.dry_run,
+            env,
+            cwd: self.opts.base_dir.clone(),
+            log: sink,
+        };
+        let result = match &entry.action {
+            Some(action) => action.run(inputs, &cx).await,
+            None => control::run(self, uses, inputs, scope, &cx).await,
+        };
+        result
+    }
+
+    /// Runs the rollbacks of succeeded main steps, last completed first.
+    async fn rollback(&self) {
+        let order: Vec<usize> = self
+            .completed
+            .lock()
+            .map(|c| c.iter().rev().copied().collect())
+            .unwrap_or_default();
+        for local in order {
+            let step = &self.runbook.steps[local];
+            let Some(body) = &step.rollback else { continue };
+            let ri = match self.shared.report.lock() {
+                Ok(mut r) => {
+                    let mut entry = StepReport::pending(
+                        &step.id,
+                        ReportPhase::Rollback,
+                        &body.uses,
+                        body.name.clone(),
+                    );
+                    entry.status = Status::Running;
+                    entry.started_at = Some(now());
+                    entry.log = Some(format!("logs/{}.rollback.log", step.id));
+                    r.steps.push(entry);
+                    r.steps.len() - 1
+                }
+                Err(_) => continue,
+            };
+            let started = Instant::now();
+            let base_ptr = format!("/steps/{local}/rollback");
+            let as_step = Step {
+                id: step.id.clone(),
+                name: body.name.clone(),
+                description: None,
+                uses: body.uses.clone(),
+                inputs: body.inputs.clone(),
+                needs: None,
+                run_on: None,
+                when: None,
+                for_each: None,
+                concurrency: None,
+                retry: body.retry.clone(),
+                timeout: body.timeout,
+                continue_on_error: None,
+                outputs: IndexMap::new(),
+                env: body.env.clone(),
+                rollback: None,
+            };
+            let token = CancellationToken::new();
+            let work = self.attempts(ri, None, &base_ptr, &as_step, None, &token);
+            let outcome = match body.timeout.map(|d| d.get()) {
+                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    token.cancel();
+                    Outcome::failed(
+                        Status::TimedOut,
+                        1,
+                        format!("timed out after {}", crate::model::format_duration(limit)),
+                    )
+                }),
+                None => work.await,
+            };
+            let masker = self.mask();
+            if let Ok(mut r) = self.shared.report.lock() {
+                let s = &mut r.steps[ri];
+                s.status = outcome.status;
+                s.attempts = outcome.attempts;
+                s.result = masker.mask_value(&outcome.result);
+                s.error = outcome.error.as_deref().map(|e| masker.mask(e));
+                s.finished_at = Some(now());
+                s.duration_ms = Some(started.elapsed().as_millis() as u64);
+            }
+            self.emit(Event::StepFinished { step: ri });
+        }
+    }
+}
+
+/// What the executor shares with log sinks: the report, the masker and the observers.
+struct Shared {
+    report: Mutex<RunReport>,
+    masker: Mutex<Masker>,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Shared {
+    fn emit(&self, event: Event) {
+        if let Ok(report) = self.report.lock() {
+            for o in &self.observers {
+                o.event(&event, &report);
+            }
+        }
+    }
+
+    fn mask(&self) -> Masker {
+        self.masker.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// Log lines of one step (or item), masked and sent to the observers.
+struct EventSink {
+    shared: Arc<Shared>,
+    ri: usize,
+    item: Option<usize>,
+}
+
+impl LogSink for EventSink {
+    fn line(&self, stream: LogStream, line: &str) {
+        let line = self.shared.mask().mask(line);
+        self.shared.emit(Event::Log {
+            step: self.ri,
+            item: self.item,
+            stream,
+            line,
+        });
+    }
+}
+
+fn env_strings(v: &Value) -> IndexMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The wait before attempt `attempt + 1`.
+fn backoff(r: &Retry, attempt: u32) -> Duration {
+    let base = r.delay.map(|d| d.get()).unwrap_or(Duration::from_secs(1));
+    let mut wait = match r.backoff {
+        Backoff::Fixed => base,
+        Backoff::Exponential => base.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        ),
+    };
+    if let Some(max) = r.max_delay {
+        wait = wait.min(max.get());
+    }
+    if r.jitter {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempt);
+        let f = 0.5 + (h.finish() % 1000) as f64 / 1000.0; // 0.5 .. 1.5
+        wait = wait.mul_f64(f);
+    }
+    wait
+}

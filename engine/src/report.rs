@@ -1,0 +1,266 @@
+//! The run folder: `run.json` (rewritten atomically after every step), `logs/`, `summary.md` and
+//! `junit.xml`. An observer of the run's events, like the terminal.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::exec::event::{Event, Observer};
+use crate::exec::state::{ReportPhase, RunReport, Status, StepReport};
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a crash)
+/// never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes a run's folder as the run goes.
+pub struct ReportWriter {
+    dir: PathBuf,
+    logs: Mutex<HashMap<String, File>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl ReportWriter {
+    /// A writer into `dir` (created with `logs/` inside).
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        Ok(ReportWriter {
+            dir,
+            logs: Mutex::new(HashMap::new()),
+            errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Problems writing the folder (reported once the run ends).
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn note(&self, what: String) {
+        if let Ok(mut e) = self.errors.lock() {
+            if e.len() < 20 {
+                e.push(what);
+            }
+        }
+    }
+
+    fn write_run_json(&self, report: &RunReport) {
+        match serde_json::to_vec_pretty(report) {
+            Ok(bytes) => {
+                if let Err(e) = write_atomic(&self.dir.join("run.json"), &bytes) {
+                    self.note(format!("cannot write run.json: {e}"));
+                }
+            }
+            Err(e) => self.note(format!("cannot serialise run.json: {e}")),
+        }
+    }
+
+    fn log_name(step: &StepReport, item: Option<usize>) -> String {
+        let base = match step.phase {
+            ReportPhase::Rollback => format!("{}.rollback", step.id),
+            _ => step.id.clone(),
+        };
+        match item {
+            Some(i) => format!("{base}.{i}.log"),
+            None => format!("{base}.log"),
+        }
+    }
+
+    fn append_log(&self, name: String, line: &str) {
+        let Ok(mut logs) = self.logs.lock() else {
+            return;
+        };
+        if !logs.contains_key(&name) {
+            match OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("logs").join(&name))
+            {
+                Ok(f) => {
+                    logs.insert(name.clone(), f);
+                }
+                Err(e) => {
+                    drop(logs);
+                    self.note(format!("cannot open logs/{name}: {e}"));
+                    return;
+                }
+            }
+        }
+        if let Some(f) = logs.get_mut(&name) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+impl Observer for ReportWriter {
+    fn event(&self, event: &Event, report: &RunReport) {
+        match event {
+            Event::RunStarted | Event::StepFinished { .. } => self.write_run_json(report),
+            Event::Log {
+                step, item, line, ..
+            } => {
+                if let Some(s) = report.steps.get(*step) {
+                    self.append_log(Self::log_name(s, *item), line);
+                }
+            }
+            Event::StepStarted { .. } => {}
+            Event::RunFinished => {
+                self.write_run_json(report);
+                if let Err(e) = write_atomic(
+                    &self.dir.join("summary.md"),
+                    summary_markdown(report).as_bytes(),
+                ) {
+                    self.note(format!("cannot write summary.md: {e}"));
+                }
+                if let Err(e) =
+                    write_atomic(&self.dir.join("junit.xml"), junit_xml(report).as_bytes())
+                {
+                    self.note(format!("cannot write junit.xml: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn status_mark(s: Status) -> &'static str {
+    match s {
+        Status::Succeeded => "✅",
+        Status::Failed | Status::TimedOut => "❌",
+        Status::Skipped => "⏭️",
+        Status::Cancelled => "🛑",
+        Status::Pending | Status::Running => "…",
+    }
+}
+
+fn phase_name(p: ReportPhase) -> &'static str {
+    match p {
+        ReportPhase::Main => "main",
+        ReportPhase::Rollback => "rollback",
+        ReportPhase::OnFailure => "on_failure",
+        ReportPhase::Finally => "finally",
+    }
+}
+
+/// The run as a Markdown table (also for `$GITHUB_STEP_SUMMARY`).
+pub fn summary_markdown(r: &RunReport) -> String {
+    let mut out = format!(
+        "## {} {} — {}\n\nRun `{}`{}, {} ms.\n\n| step | phase | status | attempts | time | error |\n| --- | --- | --- | --- | --- | --- |\n",
+        status_mark(r.status),
+        r.runbook.name,
+        r.status.as_str(),
+        r.id,
+        if r.dry_run { " (dry run)" } else { "" },
+        r.duration_ms.unwrap_or(0)
+    );
+    for s in &r.steps {
+        let error = s
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .replace('|', "\\|")
+            .replace('\n', " ");
+        out.push_str(&format!(
+            "| `{}` | {} | {} {} | {} | {} | {} |\n",
+            s.id,
+            phase_name(s.phase),
+            status_mark(s.status),
+            s.status.as_str(),
+            s.attempts,
+            s.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+            error
+        ));
+    }
+    if let Some(e) = &r.error {
+        out.push_str(&format!("\n**Error:** {}\n", e.replace('\n', " ")));
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect::<String>()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A JUnit report: a test case per step (or item), failures with their message.
+pub fn junit_xml(r: &RunReport) -> String {
+    let mut cases = String::new();
+    let mut tests = 0;
+    let mut failures = 0;
+    let mut skipped = 0;
+    for s in &r.steps {
+        let units: Vec<(String, Status, Option<String>, u64)> = if s.items.is_empty() {
+            vec![(
+                s.id.clone(),
+                s.status,
+                s.error.clone(),
+                s.duration_ms.unwrap_or(0),
+            )]
+        } else {
+            s.items
+                .iter()
+                .map(|i| {
+                    (
+                        format!("{}[{}]", s.id, i.index),
+                        i.status,
+                        i.error.clone(),
+                        0,
+                    )
+                })
+                .collect()
+        };
+        for (name, status, error, ms) in units {
+            tests += 1;
+            cases.push_str(&format!(
+                "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
+                xml_escape(&r.runbook.name),
+                phase_name(s.phase),
+                xml_escape(&name),
+                ms as f64 / 1000.0
+            ));
+            match status {
+                Status::Failed | Status::TimedOut | Status::Cancelled => {
+                    failures += 1;
+                    let msg = error.unwrap_or_else(|| status.as_str().to_string());
+                    cases.push_str(&format!(
+                        "<failure message=\"{}\" type=\"{}\">{}</failure>",
+                        xml_escape(&msg),
+                        status.as_str(),
+                        xml_escape(&msg)
+                    ));
+                }
+                Status::Skipped | Status::Pending => {
+                    skipped += 1;
+                    cases.push_str("<skipped/>");
+                }
+                _ => {}
+            }
+            cases.push_str("</testcase>\n");
+        }
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        xml_escape(&r.runbook.name),
+        r.duration_ms.unwrap_or(0) as f64 / 1000.0
+    )
+}

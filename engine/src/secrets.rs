@@ -1,0 +1,173 @@
+//! Secrets: resolved once at the start of a run, and masked as `***` everywhere after.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::model::SecretSource;
+
+/// Replaces every secret value with `***` in text and data.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so that a secret containing another is masked whole.
+    values: Arc<Vec<String>>,
+}
+
+/// Shorter values are not masked: masking `a` or `1` would shred every line.
+const MIN_MASKED_LEN: usize = 3;
+
+impl Masker {
+    /// A masker for these secret values.
+    pub fn new<I: IntoIterator<Item = String>>(values: I) -> Self {
+        let mut v: Vec<String> = values
+            .into_iter()
+            .filter(|s| s.len() >= MIN_MASKED_LEN)
+            .collect();
+        // Multi-line secrets are also masked line by line, since logs arrive a line at a time.
+        let lines: Vec<String> = v
+            .iter()
+            .filter(|s| s.contains('\n'))
+            .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|l| l.trim().len() >= MIN_MASKED_LEN)
+            .collect();
+        v.extend(lines);
+        v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        v.dedup();
+        Masker {
+            values: Arc::new(v),
+        }
+    }
+
+    /// The text with every secret replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in self.values.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// The data with every string (keys included) masked.
+    pub fn mask_value(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.values.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.mask(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.mask_value(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.mask(k), self.mask_value(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Resolves every secret: environment variables of this process, files (relative to `base`),
+/// commands run through `sh -c`. One trailing newline is dropped from files and commands.
+/// Errors name the secret and the source, never a value.
+pub fn resolve(
+    secrets: &IndexMap<String, SecretSource>,
+    base: &Path,
+) -> Result<IndexMap<String, String>, String> {
+    let mut out = IndexMap::new();
+    for (name, source) in secrets {
+        let value = match source {
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                format!("secret `{name}`: the environment variable `{var}` is not set")
+            })?,
+            SecretSource::File(path) => {
+                let p = base.join(path);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", p.display()))?;
+                strip_newline(text)
+            }
+            SecretSource::Command(cmd) => {
+                let output = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .current_dir(base)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("secret `{name}`: cannot run its command: {e}"))?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "secret `{name}`: its command failed ({})",
+                        output.status
+                    ));
+                }
+                strip_newline(String::from_utf8_lossy(&output.stdout).into_owned())
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+fn strip_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masks_inside_longer_text_and_data() {
+        let m = Masker::new([
+            "hunter22".to_string(),
+            "ab".to_string(),
+            "line one\nline two".to_string(),
+        ]);
+        assert_eq!(m.mask("token=hunter22;x"), "token=***;x");
+        assert_eq!(
+            m.mask("ab stays (too short to mask)"),
+            "ab stays (too short to mask)"
+        );
+        assert_eq!(m.mask("got line two here"), "got *** here");
+        assert_eq!(
+            m.mask_value(&json!({"k": ["hunter22", 1], "hunter22": true})),
+            json!({"k": ["***", 1], "***": true})
+        );
+    }
+
+    #[test]
+    fn resolves_env_file_and_command() {
+        let dir = std::env::temp_dir().join(format!("opsbook-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s.txt"), "from-file\n").unwrap();
+        let mut secrets = IndexMap::new();
+        secrets.insert("f".to_string(), SecretSource::File("s.txt".into()));
+        secrets.insert(
+            "c".to_string(),
+            SecretSource::Command("printf 'from-command\\n'".into()),
+        );
+        secrets.insert("e".to_string(), SecretSource::Env("PATH".into()));
+        let got = resolve(&secrets, &dir).unwrap();
+        assert_eq!(got["f"], "from-file");
+        assert_eq!(got["c"], "from-command");
+        assert!(!got["e"].is_empty());
+        let mut missing = IndexMap::new();
+        missing.insert(
+            "m".to_string(),
+            SecretSource::Env("OPSBOOK_SURELY_UNSET_VAR".into()),
+        );
+        assert!(resolve(&missing, &dir)
+            .unwrap_err()
+            .contains("`OPSBOOK_SURELY_UNSET_VAR` is not set"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
