@@ -36,6 +36,9 @@ use event::{Event, Observer};
 use scope::StepsView;
 use state::{ItemReport, ReportPhase, RunReport, RunbookRef, Status, StepReport};
 
+/// How long a cancelled or timed-out action may take to stop before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
 /// How to run.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -508,21 +511,7 @@ impl<'a> Executor<'a> {
             .map(|d| d.get());
         let work = self.step_body(ri, &base_ptr, step, per_item_when, &step_cancel);
         let outcome = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, work).await {
-                Ok(o) => o,
-                Err(_) => {
-                    step_cancel.cancel();
-                    Outcome::failed(
-                        Status::TimedOut,
-                        self.shared
-                            .report
-                            .lock()
-                            .map(|r| r.steps[ri].attempts)
-                            .unwrap_or(0),
-                        format!("timed out after {}", crate::model::format_duration(limit)),
-                    )
-                }
-            },
+            Some(limit) => self.bounded(work, limit, &step_cancel, ri).await,
             None => work.await,
         };
         let outcome = if cancel.is_cancelled() && outcome.status.is_failure() {
@@ -540,6 +529,35 @@ impl<'a> Executor<'a> {
             }
         }
         self.finish(ri, &step.id, phase, outcome, Some(started))
+    }
+
+    /// Runs `work` for at most `limit`; then cancels it, lets it stop by itself for a short
+    /// grace period (actions kill their processes when cancelled), and reports `timed_out`.
+    async fn bounded(
+        &self,
+        work: impl std::future::Future<Output = Outcome>,
+        limit: Duration,
+        cancel: &CancellationToken,
+        ri: usize,
+    ) -> Outcome {
+        tokio::pin!(work);
+        tokio::select! {
+            o = &mut work => return o,
+            _ = tokio::time::sleep(limit) => {}
+        }
+        cancel.cancel();
+        let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+        let attempts = self
+            .shared
+            .report
+            .lock()
+            .map(|r| r.steps[ri].attempts)
+            .unwrap_or(0);
+        Outcome::failed(
+            Status::TimedOut,
+            attempts,
+            format!("timed out after {}", crate::model::format_duration(limit)),
+        )
     }
 
     /// Records a step's end, updates `steps.<id>`, and tells the observers.
@@ -998,14 +1016,7 @@ impl<'a> Executor<'a> {
             let token = CancellationToken::new();
             let work = self.attempts(ri, None, &base_ptr, &as_step, None, &token);
             let outcome = match body.timeout.map(|d| d.get()) {
-                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                    token.cancel();
-                    Outcome::failed(
-                        Status::TimedOut,
-                        1,
-                        format!("timed out after {}", crate::model::format_duration(limit)),
-                    )
-                }),
+                Some(limit) => self.bounded(work, limit, &token, ri).await,
                 None => work.await,
             };
             let masker = self.mask();

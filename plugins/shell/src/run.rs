@@ -70,6 +70,9 @@ pub(crate) async fn run(input: ShellInput, cx: &StepContext) -> Result<Value, Ac
         ActionError::permanent(format!("cannot start `{shown}` in {}: {e}", cwd.display()))
     })?;
     let pid = child.id();
+    // Until the command ends by itself, dropping this future (a timeout, Ctrl-C) kills the
+    // whole process group, not just the shell.
+    let mut guard = GroupGuard(pid);
     let cap = input.max_output.unwrap_or(DEFAULT_MAX_OUTPUT) as usize;
 
     if let (Some(text), Some(mut stdin)) = (input.stdin.clone(), child.stdin.take()) {
@@ -111,6 +114,7 @@ pub(crate) async fn run(input: ShellInput, cx: &StepContext) -> Result<Value, Ac
             return Err(ActionError::cancelled());
         }
     };
+    guard.disarm();
     let status =
         status.map_err(|e| ActionError::retryable(format!("waiting for `{shown}`: {e}")))?;
     let exit_code = status.code().unwrap_or(-1);
@@ -184,6 +188,21 @@ async fn collect<R: AsyncRead + Unpin>(
         s.push_str("\n[… output truncated; the step log has all of it]\n");
     }
     s
+}
+
+/// Kills the process group when dropped, unless disarmed.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
 }
 
 /// Kills the child's whole process group (the shell and everything it started).
