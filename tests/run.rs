@@ -500,3 +500,59 @@ finally:
     assert_eq!(step(&r, "cleanup")["status"], "succeeded");
     let _ = Path::new("");
 }
+
+/// The shipped `runbooks/http-health.yaml` against a real HTTP server on loopback (Python's
+/// `http.server`): healthy at once, so no restart.
+#[test]
+fn http_health_runbook_against_a_real_server() {
+    let d = Dir::new("http");
+    std::fs::create_dir_all(d.path("www")).unwrap();
+    d.write("www/healthz", "ok");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(d.path("www"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let mut up = false;
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/http-health.yaml");
+    let url = format!("url=http://127.0.0.1:{port}/healthz");
+    let o = opsbook(
+        &d,
+        &[
+            "run",
+            runbook.to_str().unwrap(),
+            "-p",
+            &url,
+            "--report-dir",
+            "out",
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "the test server did not start");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path("out/run.json")).unwrap()).unwrap();
+    assert_eq!(step(&r, "probe")["outputs"]["code"], "200");
+    assert_eq!(step(&r, "restart")["status"], "skipped");
+    assert_eq!(r["outputs"]["first_code"], "200");
+}

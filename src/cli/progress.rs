@@ -146,11 +146,6 @@ impl Observer for Progress {
                     .duration_ms
                     .map(|d| format!(" in {:.1}s", d as f64 / 1000.0))
                     .unwrap_or_default();
-                let why = s
-                    .error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default();
                 let mark = match s.status {
                     Status::Succeeded => "ok",
                     Status::Skipped => "skipped",
@@ -159,10 +154,15 @@ impl Observer for Progress {
                     Status::Cancelled => "cancelled",
                     _ => s.status.as_str(),
                 };
-                let why = if s.status == Status::Succeeded {
+                let why = match (s.status, s.error.as_deref()) {
+                    (Status::Succeeded, _) | (_, None) => String::new(),
+                    (Status::Skipped, Some(e)) => format!(" ({e})"),
+                    (_, Some(e)) => format!(": {e}"),
+                };
+                let took = if s.status == Status::Skipped {
                     String::new()
                 } else {
-                    why
+                    took
                 };
                 let _ = writeln!(
                     err,

@@ -442,10 +442,10 @@ impl<'a> Executor<'a> {
         let run_on = step.run_on.unwrap_or_default();
         let skip_reason = match run_on {
             RunOn::Success if any_failed || any_cancelled => {
-                Some("skipped: a step it needs did not succeed".to_string())
+                Some("a step it needs did not succeed".to_string())
             }
             RunOn::Failure if !any_failed => {
-                Some("skipped: `run_on: failure` and no step it needs failed".to_string())
+                Some("`run_on: failure` and no step it needs failed".to_string())
             }
             _ => None,
         };
@@ -488,7 +488,7 @@ impl<'a> Executor<'a> {
                             attempts: 0,
                             result: Value::Null,
                             outputs: IndexMap::new(),
-                            error: Some("skipped: `when` is false".into()),
+                            error: Some("`when` is false".into()),
                         },
                         Some(started),
                     );
@@ -676,7 +676,7 @@ impl<'a> Executor<'a> {
                             attempts: 0,
                             result: Value::Null,
                             outputs: IndexMap::new(),
-                            error: Some("skipped: `when` is false".into()),
+                            error: Some("`when` is false".into()),
                         },
                         Err(d) => Outcome::failed(Status::Failed, 0, d.short()),
                     }
