@@ -95,7 +95,7 @@ pub struct Executor<'a> {
     steps_view: Arc<StepsView>,
     permits: Arc<Semaphore>,
     /// Values every template sees: params, vars, env, secrets, run.
-    base_scope: Mutex<Map<String, Value>>,
+    base_scope: Mutex<std::collections::BTreeMap<String, minijinja::Value>>,
     /// Environment for process-based actions: the runbook's `env`, rendered.
     run_env: Mutex<IndexMap<String, String>>,
     /// Main-phase steps that succeeded, in completion order, for rollbacks.
@@ -180,7 +180,7 @@ impl<'a> Executor<'a> {
             }),
             steps_view: Arc::new(StepsView::default()),
             permits: Arc::new(Semaphore::new(limit)),
-            base_scope: Mutex::new(Map::new()),
+            base_scope: Mutex::new(Default::default()),
             run_env: Mutex::new(IndexMap::new()),
             completed: Mutex::new(Vec::new()),
             started: Instant::now(),
@@ -324,7 +324,7 @@ impl<'a> Executor<'a> {
             *e = env_strings(&env);
         }
         if let Ok(mut b) = self.base_scope.lock() {
-            *b = scope;
+            *b = scope.iter().map(|(k, v)| (k.clone(), crate::template::to_template_value(v))).collect();
         }
         Ok(())
     }
@@ -341,21 +341,19 @@ impl<'a> Executor<'a> {
         minijinja::Value::from(ctx)
     }
 
-    /// The scope of a step: the run's, plus `item`/`index` and `result` when given.
+    /// The scope of a step: the run's, plus `item`/`index` and `result` when given. The run's
+    /// values were converted once, in `prepare`; cloning them is cheap.
     fn scope(&self, item: Option<(&Value, usize)>, result: Option<&Value>) -> minijinja::Value {
-        let mut base = self
-            .base_scope
-            .lock()
-            .map(|b| b.clone())
-            .unwrap_or_default();
+        let mut ctx = self.base_scope.lock().map(|b| b.clone()).unwrap_or_default();
+        ctx.insert("steps".into(), minijinja::Value::from_dyn_object(self.steps_view.clone()));
         if let Some((item, index)) = item {
-            base.insert("item".into(), item.clone());
-            base.insert("index".into(), json!(index));
+            ctx.insert("item".into(), crate::template::to_template_value(item));
+            ctx.insert("index".into(), minijinja::Value::from(index));
         }
         if let Some(r) = result {
-            base.insert("result".into(), r.clone());
+            ctx.insert("result".into(), crate::template::to_template_value(r));
         }
-        self.template_scope(&base)
+        minijinja::Value::from(ctx)
     }
 
     fn run_outputs(&self) -> Result<IndexMap<String, Value>, String> {
@@ -391,35 +389,37 @@ impl<'a> Executor<'a> {
             })
             .collect();
         let (graph, _) = PhaseGraph::build_lenient(&nodes);
-        let mut started = vec![false; steps.len()];
+        // Steps become ready when their last need ends: count what each still waits for.
+        let mut waiting: Vec<usize> = graph.needs.iter().map(Vec::len).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+        for (i, needs) in graph.needs.iter().enumerate() {
+            for &d in needs {
+                dependents[d].push(i);
+            }
+        }
+        let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).rev().collect();
         let mut done: Vec<Option<Status>> = vec![None; steps.len()];
         let mut running = FuturesUnordered::new();
         loop {
             if !cancel.is_cancelled() {
-                for i in 0..steps.len() {
-                    if started[i] || !graph.needs[i].iter().all(|&d| done[d].is_some()) {
-                        continue;
-                    }
-                    started[i] = true;
+                while let Some(i) = ready.pop() {
                     let needs: Vec<(Status, bool)> = graph.needs[i]
                         .iter()
-                        .map(|&d| {
-                            (
-                                done[d].unwrap_or(Status::Pending),
-                                steps[d]
-                                    .continue_on_error
-                                    .or(self.defaults_continue())
-                                    .unwrap_or(false),
-                            )
-                        })
+                        .map(|&d| (done[d].unwrap_or(Status::Pending), steps[d].continue_on_error.or(self.defaults_continue()).unwrap_or(false)))
                         .collect();
-                    running.push(async move {
-                        (i, self.run_step(phase, i, &steps[i], &needs, cancel).await)
-                    });
+                    running.push(async move { (i, self.run_step(phase, i, &steps[i], &needs, cancel).await) });
                 }
             }
             match running.next().await {
-                Some((i, status)) => done[i] = Some(status),
+                Some((i, status)) => {
+                    done[i] = Some(status);
+                    for &j in &dependents[i] {
+                        waiting[j] -= 1;
+                        if waiting[j] == 0 {
+                            ready.push(j);
+                        }
+                    }
+                }
                 None => break,
             }
         }
