@@ -198,8 +198,9 @@ fn graph_formats() {
     let mm = stdout(&opsbook(&["graph", f, "--format", "mermaid"]));
     assert!(
         mm.starts_with("flowchart TD")
-            && mm.contains("a --> b")
-            && mm.contains("steps -.-> finally"),
+            && mm.contains("s0[\"a<br/>")
+            && mm.contains("s0 --> s1")
+            && mm.contains("phase_steps -.-> phase_finally"),
         "{mm}"
     );
     let bad = write(&d, "cycle.yaml", "version: 1\nname: c\nsteps:\n  - {id: a, uses: set, needs: [b]}\n  - {id: b, uses: set, needs: [a]}\n");

@@ -5,9 +5,17 @@ pub fn closest<'a, I>(word: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    // Edit distances cost length squared: long words are not typos worth suggesting for.
+    const LONGEST: usize = 64;
+    if word.len() > LONGEST {
+        return None;
+    }
     let lower = word.to_lowercase();
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
+        if c.len() > LONGEST {
+            continue;
+        }
         if c == word {
             continue;
         }

@@ -283,6 +283,19 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                     key: key @ None, ..
                 }) = stack.last_mut()
                 {
+                    if let Some(tag) = &tag {
+                        let core = tag.handle() == "!!" || tag.handle() == "tag:yaml.org,2002:";
+                        if !(core && tag.suffix() == "str") {
+                            return Err(err(
+                                format!(
+                                    "unsupported YAML tag `{}{}` on a key",
+                                    tag.handle(),
+                                    tag.suffix()
+                                ),
+                                here,
+                            ));
+                        }
+                    }
                     *key = Some((text.into_owned(), here));
                     total_nodes += 1;
                     continue;
@@ -433,6 +446,9 @@ pub fn parse(source: &Source) -> Result<Document, YamlError> {
                     }
                 };
                 if k == "<<" {
+                    // What a merge copies counts toward this mapping's size (and so toward every
+                    // alias of it).
+                    *n += nodes;
                     merges.push((value, node, knode));
                     continue;
                 }

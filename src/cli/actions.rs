@@ -3,7 +3,7 @@
 use clap::ValueEnum;
 use opsbook_engine::action::Entry;
 use opsbook_engine::schema::resolve_ref;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{registry, EXIT_INVALID, EXIT_OK};
 
@@ -202,6 +202,5 @@ fn fields(schema: &Value) -> String {
             out.push_str(&format!("  exactly one of: {}\n", alts.join(", ")));
         }
     }
-    let _ = json!(null);
     out
 }

@@ -40,10 +40,13 @@ impl ColorChoice {
     }
 }
 
+/// At most this many problems of one file are printed as text (JSON has them all).
+const MAX_SHOWN: usize = 200;
+
 /// Renders diagnostics of one file as text or short lines.
 pub fn render(diags: &[Diagnostic], source: &Source, format: DiagFormat, color: bool) -> String {
     let mut out = String::new();
-    for d in diags {
+    for d in diags.iter().take(MAX_SHOWN) {
         match format {
             DiagFormat::Short => {
                 out.push_str(&d.short());
@@ -54,6 +57,13 @@ pub fn render(diags: &[Diagnostic], source: &Source, format: DiagFormat, color: 
                 out.push('\n');
             }
         }
+    }
+    if diags.len() > MAX_SHOWN {
+        out.push_str(&format!(
+            "{}: … and {} more problems (`--format json` lists them all)\n",
+            source.name(),
+            diags.len() - MAX_SHOWN
+        ));
     }
     out
 }

@@ -100,14 +100,18 @@ pub fn runbook_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), 
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with('.') {
             continue;
         }
-        if path.is_dir() {
+        // Symlinked folders are not followed: a link to a parent would loop.
+        let kind = entry.file_type()?;
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if kind.is_dir() {
             walk(&path, out)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if yaml && (kind.is_file() || (kind.is_symlink() && path.is_file())) {
             out.push(path);
         }
     }

@@ -324,7 +324,10 @@ impl<'a> Executor<'a> {
             *e = env_strings(&env);
         }
         if let Ok(mut b) = self.base_scope.lock() {
-            *b = scope.iter().map(|(k, v)| (k.clone(), crate::template::to_template_value(v))).collect();
+            *b = scope
+                .iter()
+                .map(|(k, v)| (k.clone(), crate::template::to_template_value(v)))
+                .collect();
         }
         Ok(())
     }
@@ -344,8 +347,15 @@ impl<'a> Executor<'a> {
     /// The scope of a step: the run's, plus `item`/`index` and `result` when given. The run's
     /// values were converted once, in `prepare`; cloning them is cheap.
     fn scope(&self, item: Option<(&Value, usize)>, result: Option<&Value>) -> minijinja::Value {
-        let mut ctx = self.base_scope.lock().map(|b| b.clone()).unwrap_or_default();
-        ctx.insert("steps".into(), minijinja::Value::from_dyn_object(self.steps_view.clone()));
+        let mut ctx = self
+            .base_scope
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        ctx.insert(
+            "steps".into(),
+            minijinja::Value::from_dyn_object(self.steps_view.clone()),
+        );
         if let Some((item, index)) = item {
             ctx.insert("item".into(), crate::template::to_template_value(item));
             ctx.insert("index".into(), minijinja::Value::from(index));
@@ -397,7 +407,10 @@ impl<'a> Executor<'a> {
                 dependents[d].push(i);
             }
         }
-        let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).rev().collect();
+        let mut ready: Vec<usize> = (0..steps.len())
+            .filter(|&i| waiting[i] == 0)
+            .rev()
+            .collect();
         let mut done: Vec<Option<Status>> = vec![None; steps.len()];
         let mut running = FuturesUnordered::new();
         loop {
@@ -405,9 +418,19 @@ impl<'a> Executor<'a> {
                 while let Some(i) = ready.pop() {
                     let needs: Vec<(Status, bool)> = graph.needs[i]
                         .iter()
-                        .map(|&d| (done[d].unwrap_or(Status::Pending), steps[d].continue_on_error.or(self.defaults_continue()).unwrap_or(false)))
+                        .map(|&d| {
+                            (
+                                done[d].unwrap_or(Status::Pending),
+                                steps[d]
+                                    .continue_on_error
+                                    .or(self.defaults_continue())
+                                    .unwrap_or(false),
+                            )
+                        })
                         .collect();
-                    running.push(async move { (i, self.run_step(phase, i, &steps[i], &needs, cancel).await) });
+                    running.push(async move {
+                        (i, self.run_step(phase, i, &steps[i], &needs, cancel).await)
+                    });
                 }
             }
             match running.next().await {

@@ -137,6 +137,24 @@ impl PhaseGraph {
         self.upstream_among(step, &[ancestor])[0]
     }
 
+    /// Every step that (directly or not) needs `step`, as a flag per step.
+    pub fn descendants(&self, step: usize) -> Vec<bool> {
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.ids.len()];
+        for (i, needs) in self.needs.iter().enumerate() {
+            for &d in needs {
+                dependents[d].push(i);
+            }
+        }
+        let mut below = vec![false; self.ids.len()];
+        let mut stack = dependents.get(step).cloned().unwrap_or_default();
+        while let Some(n) = stack.pop() {
+            if !std::mem::replace(&mut below[n], true) {
+                stack.extend(dependents[n].iter().copied().filter(|&m| !below[m]));
+            }
+        }
+        below
+    }
+
     /// For each of `targets`, whether it is upstream of `step`. One walk for all targets that
     /// stops once every target is found. In an acyclic graph a step's ancestors all have lower
     /// levels, so targets not below the step are ruled out at once, and the walk does not go

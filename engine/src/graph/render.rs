@@ -136,12 +136,19 @@ fn dot(runbook: &Runbook, graph: &RunbookGraph) -> String {
     out
 }
 
-fn mermaid_id(phase: Phase, id: &str) -> String {
-    // Mermaid ids: letters, digits, underscores.
-    let key = node_key(phase, id);
-    key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+/// Mermaid node ids come from the phase and the step's place, never from its id: ids such as
+/// `end`, or `my-step` beside `my_step`, would break or merge nodes.
+fn mermaid_id(phase: Phase, index: usize) -> String {
+    let p = match phase {
+        Phase::Main => "s",
+        Phase::OnFailure => "f",
+        Phase::Finally => "z",
+    };
+    format!("{p}{index}")
+}
+
+fn mermaid_group(phase: Phase) -> String {
+    format!("phase_{}", phase.key())
 }
 
 fn mermaid(runbook: &Runbook, graph: &RunbookGraph) -> String {
@@ -151,28 +158,33 @@ fn mermaid(runbook: &Runbook, graph: &RunbookGraph) -> String {
             continue;
         }
         let steps = runbook.phase(*phase);
-        let _ = writeln!(out, "  subgraph {}[\"{}\"]", phase.key(), phase.key());
+        let _ = writeln!(
+            out,
+            "  subgraph {}[\"{}\"]",
+            mermaid_group(*phase),
+            phase.key()
+        );
         for (i, id) in g.ids.iter().enumerate() {
             let label = format!("{id}<br/><small>{}</small>", steps[i].uses).replace('"', "#quot;");
-            let _ = writeln!(out, "    {}[\"{}\"]", mermaid_id(*phase, id), label);
+            let _ = writeln!(out, "    {}[\"{}\"]", mermaid_id(*phase, i), label);
         }
         for (i, deps) in g.needs.iter().enumerate() {
             for &d in deps {
                 let _ = writeln!(
                     out,
                     "    {} --> {}",
-                    mermaid_id(*phase, &g.ids[d]),
-                    mermaid_id(*phase, &g.ids[i])
+                    mermaid_id(*phase, d),
+                    mermaid_id(*phase, i)
                 );
             }
         }
         let _ = writeln!(out, "  end");
     }
-    let phases: Vec<&str> = graph
+    let phases: Vec<String> = graph
         .phases
         .iter()
         .filter(|(_, g)| !g.ids.is_empty())
-        .map(|(p, _)| p.key())
+        .map(|(p, _)| mermaid_group(*p))
         .collect();
     for w in phases.windows(2) {
         let _ = writeln!(out, "  {} -.-> {}", w[0], w[1]);

@@ -74,9 +74,12 @@ pub fn classify(s: &str) -> Kind<'_> {
         return Kind::Literal;
     }
     let trimmed = s.trim();
+    // A lone expression ends at its first `}}`: `{{ x }}}` is text.
+    let lone = trimmed.find("}}").is_some_and(|i| i + 2 == trimmed.len());
     if let Some(inner) = trimmed
         .strip_prefix("{{")
         .and_then(|t| t.strip_suffix("}}"))
+        .filter(|_| lone)
     {
         let inner = inner.strip_prefix('-').unwrap_or(inner);
         let inner = inner.strip_suffix('-').unwrap_or(inner);
@@ -113,9 +116,26 @@ fn syntax_error(e: &Error, base: usize) -> SyntaxError {
     }
 }
 
+/// Most operators in one block of a template (see [`scan::max_operators`]).
+pub const MAX_OPERATORS: usize = 2_000;
+
+fn check_complexity(s: &str, expression: bool) -> Result<(), SyntaxError> {
+    let n = scan::max_operators(s, expression);
+    if n > MAX_OPERATORS {
+        return Err(SyntaxError {
+            message: format!("an expression with {n} operators is too complex (at most {MAX_OPERATORS} in one block)"),
+            range: None,
+            line: None,
+            help: Some("split it, or compute the value in a step".into()),
+        });
+    }
+    Ok(())
+}
+
 /// Compiles a template string and returns the names it reads from its scope, nested
 /// (`steps.find.outputs.x`), or the syntax error.
 pub fn check_template(env: &Environment<'_>, s: &str) -> Result<HashSet<String>, SyntaxError> {
+    check_complexity(s, false)?;
     match classify(s) {
         Kind::Literal => Ok(HashSet::new()),
         Kind::Expression(expr, offset) => check_expression_at(env, expr, offset),
@@ -307,6 +327,7 @@ fn check_expression_at(
     expr: &str,
     offset: usize,
 ) -> Result<HashSet<String>, SyntaxError> {
+    check_complexity(expr, true)?;
     if expr.trim().is_empty() {
         return Err(SyntaxError {
             message: "empty expression".into(),
@@ -412,6 +433,7 @@ mod tests {
         assert_eq!(classify("a-{{ x }}"), Kind::Text);
         assert_eq!(classify("{{ a }}{{ b }}"), Kind::Text);
         assert_eq!(classify("{% if x %}y{% endif %}"), Kind::Text);
+        assert_eq!(classify("{{ x }}}"), Kind::Text);
     }
 
     #[test]

@@ -33,6 +33,9 @@ fn code_ranges(src: &str, expression: bool) -> Vec<(usize, usize)> {
             let comment = b[i + 1] == b'#';
             let mut j = start;
             let mut quote: Option<u8> = None;
+            // Braces of dict literals inside `{{ }}` do not close the block.
+            let mut depth = 0usize;
+            let mut closed = false;
             while j + 1 < b.len() {
                 if let Some(q) = quote {
                     if b[j] == b'\\' {
@@ -44,12 +47,21 @@ fn code_ranges(src: &str, expression: bool) -> Vec<(usize, usize)> {
                     }
                 } else if !comment && (b[j] == b'\'' || b[j] == b'"') {
                     quote = Some(b[j]);
-                } else if b[j] == close[0] && b[j + 1] == close[1] {
+                } else if !comment && b[j] == b'{' {
+                    depth += 1;
+                } else if b[j] == close[0]
+                    && b[j + 1] == close[1]
+                    && (depth == 0 || close[0] != b'}')
+                {
+                    closed = true;
                     break;
+                } else if !comment && b[j] == b'}' {
+                    depth = depth.saturating_sub(1);
                 }
                 j += 1;
             }
-            let j = j.min(b.len());
+            // An unclosed block runs to the end of the text (minijinja reports it).
+            let j = if closed { j } else { b.len() };
             let inner = src
                 .get(start..j)
                 .unwrap_or("")
@@ -158,16 +170,41 @@ pub fn filters_and_tests(src: &str, expression: bool) -> Vec<Use> {
     out
 }
 
+/// The most operators and keywords in one `{{ }}` or `{% %}` block (or the bare expression):
+/// minijinja's parser recurses once per operator, so a block with thousands of them could
+/// exhaust the stack. Counted outside string literals.
+pub fn max_operators(src: &str, expression: bool) -> usize {
+    code_ranges(src, expression)
+        .into_iter()
+        .map(|(start, end)| {
+            let masked = without_strings(&src[start..end]);
+            let symbols = masked
+                .iter()
+                .filter(|c| b"~+-*/%|.[(!<>=".contains(c))
+                .count();
+            let words = String::from_utf8_lossy(&masked)
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| matches!(*w, "not" | "and" | "or" | "is" | "in" | "if" | "else"))
+                .count();
+            symbols + words
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Reads written with brackets, `steps['my-id'].outputs.x` or `params["name"]`, as dotted names
 /// (`steps.my-id.outputs.x`) with the offset of the read.
 pub fn bracket_reads(src: &str, expression: bool) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     for (start, end) in code_ranges(src, expression) {
         let code = &src[start..end];
+        // Roots are searched outside string literals; keys are read from the code itself.
+        let masked = without_strings(code);
+        let masked = String::from_utf8_lossy(&masked);
         let b = code.as_bytes();
         for root in ["steps", "params", "vars", "secrets"] {
             let mut from = 0;
-            while let Some(p) = code[from..].find(root) {
+            while let Some(p) = masked.get(from..).and_then(|m| m.find(root)) {
                 let at = from + p;
                 from = at + root.len();
                 if at > 0 && (is_ident(b[at - 1]) || b[at - 1] == b'.') {

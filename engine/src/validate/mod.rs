@@ -199,6 +199,14 @@ impl<'r> Validator<'r> {
         cx: &mut Cx<'_>,
         given: Option<&GivenParams>,
     ) -> Option<IndexMap<String, Value>> {
+        // Every declared name counts, even one whose declaration is broken (the schema reports
+        // it); only well-formed declarations are checked further.
+        let all_names: Vec<String> = cx
+            .root
+            .get("params")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let declared: IndexMap<String, ParamSpec> = cx
             .root
             .get("params")
@@ -238,16 +246,13 @@ impl<'r> Validator<'r> {
         let given = given?;
         let mut resolved = IndexMap::new();
         for name in given.keys() {
-            if !declared.contains_key(name) {
-                let help = crate::suggest::did_you_mean(name, declared.keys().map(String::as_str))
+            if !all_names.iter().any(|n| n == name) {
+                let help = crate::suggest::did_you_mean(name, all_names.iter().map(String::as_str))
                     .unwrap_or_else(|| {
-                        if declared.is_empty() {
+                        if all_names.is_empty() {
                             "this runbook declares no params".to_string()
                         } else {
-                            format!(
-                                "declared params: {}",
-                                declared.keys().cloned().collect::<Vec<_>>().join(", ")
-                            )
+                            format!("declared params: {}", all_names.join(", "))
                         }
                     });
                 cx.push(

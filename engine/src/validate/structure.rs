@@ -26,7 +26,7 @@ impl<'a> StepInfo<'a> {
         self.obj.and_then(|o| o.get(key))
     }
 
-    /// The id, or `#N` (1-based position) for a step without one, for messages.
+    /// The id, or `steps[N]` (its place in its list) for a step without one, for messages.
     pub fn label(&self) -> String {
         match self.id {
             Some(id) => id.to_string(),
@@ -50,9 +50,31 @@ pub(crate) struct Steps<'a> {
     pub by_id: HashMap<&'a str, usize>,
     /// One graph per phase, in `Phase::ALL` order (indexes local to the phase).
     pub graphs: Vec<PhaseGraph>,
+    /// Descendants of steps that templates read, by (phase index, step), computed once each.
+    descendants: std::sync::Mutex<HashMap<(usize, usize), Vec<bool>>>,
 }
 
 impl Steps<'_> {
+    /// Whether step `ancestor` finishes before step `step` starts (both in `phase`). A direct
+    /// need or the levels answer most questions; otherwise the ancestor's descendants are
+    /// computed once and kept, so a thousand steps reading one early step stay linear.
+    pub fn is_upstream(&self, phase: Phase, ancestor: usize, step: usize) -> bool {
+        let g = self.graph(phase);
+        if g.acyclic && g.levels.get(ancestor) >= g.levels.get(step) {
+            return false;
+        }
+        if g.needs.get(step).is_some_and(|n| n.contains(&ancestor)) {
+            return true;
+        }
+        let Ok(mut cache) = self.descendants.lock() else {
+            return g.is_upstream(ancestor, step);
+        };
+        let below = cache
+            .entry((Self::phase_index(phase), ancestor))
+            .or_insert_with(|| g.descendants(ancestor));
+        below.get(step).copied().unwrap_or(false)
+    }
+
     pub fn phase_index(phase: Phase) -> usize {
         match phase {
             Phase::Main => 0,
@@ -66,10 +88,14 @@ impl Steps<'_> {
     }
 }
 
+/// Stands for a `needs` entry that is not a string.
+const NOT_AN_ID: &str = "\u{0}";
+
 fn needs_of<'a>(step: &StepInfo<'a>) -> Option<Vec<&'a str>> {
     match step.get("needs")? {
         Value::String(s) => Some(vec![s.as_str()]),
-        Value::Array(a) => Some(a.iter().filter_map(Value::as_str).collect()),
+        // Entries that are not text keep their place (the schema reports them) and match no id.
+        Value::Array(a) => Some(a.iter().map(|v| v.as_str().unwrap_or(NOT_AN_ID)).collect()),
         _ => None,
     }
 }
@@ -136,6 +162,7 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
         let (graph, errors) = PhaseGraph::build_lenient(&nodes);
         for e in errors {
             match e {
+                GraphError::MissingNeed(_, _, missing) if missing == NOT_AN_ID => {}
                 GraphError::MissingNeed(i, j, missing) => {
                     let s = &members[i];
                     let ptr = match s.get("needs") {
@@ -180,6 +207,7 @@ pub(crate) fn check<'a>(cx: &mut Cx<'a>) -> Steps<'a> {
         list,
         by_id,
         graphs,
+        descendants: Default::default(),
     }
 }
 

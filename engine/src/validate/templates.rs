@@ -182,7 +182,11 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
             ..base
         };
         if let Some(with) = rb.get("with") {
-            walk(cx, steps, with, &format!("{p}/rollback/with"), scope);
+            if rb.get("uses").and_then(Value::as_str) == Some("assert") {
+                check_assert(cx, steps, with, &format!("{p}/rollback/with"), scope);
+            } else {
+                walk(cx, steps, with, &format!("{p}/rollback/with"), scope);
+            }
         }
         if let Some(env) = rb.get("env") {
             walk(cx, steps, env, &format!("{p}/rollback/env"), scope);
@@ -333,13 +337,18 @@ fn check_names(
 ) {
     let mut reported: HashSet<String> = HashSet::new();
     for name in names {
-        // `params.get('x')`, `steps.a.outputs.items()`: a method call, not a name.
-        if s.match_indices(name.as_str())
-            .any(|(at, _)| s[at + name.len()..].starts_with('('))
-        {
-            continue;
+        // `params.get('x')`, `steps.a.outputs.items()`: the last part is a method, not a name;
+        // what comes before it is still checked.
+        let called = s
+            .match_indices(name.as_str())
+            .any(|(at, _)| s[at + name.len()..].starts_with('('));
+        let mut parts: Vec<&str> = name.split('.').collect();
+        if called {
+            parts.pop();
+            if parts.len() < 2 {
+                continue;
+            }
         }
-        let parts: Vec<&str> = name.split('.').collect();
         let root = parts[0];
         let problem: Option<(Code, String, Option<String>, String)> = match root {
             "params" => parts
@@ -494,6 +503,12 @@ fn declared_problem(
     let needle = format!("{section}.{name}");
     match declared.iter().position(|d| *d == name) {
         Some(i) if i < before => None,
+        Some(i) if i == before => Some((
+            Code::UnknownName,
+            format!("`vars.{name}` reads itself"),
+            Some("a var can read only the vars declared above it".into()),
+            needle,
+        )),
         Some(_) => Some((
             Code::UnknownName,
             format!("`vars.{name}` is declared after the var that reads it"),
@@ -554,8 +569,7 @@ fn step_problem(
         let ok = if target == global {
             self_ok
         } else if t.phase == me.phase {
-            let g = steps.graph(me.phase);
-            g.is_upstream(t.index, me.index)
+            steps.is_upstream(me.phase, t.index, me.index)
         } else {
             // Earlier lists have finished when a later one runs.
             t.phase < me.phase

@@ -11,6 +11,8 @@ use tokio::process::Command;
 use crate::{Parse, ShellInput, ShellOutput};
 
 const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+/// Longest log line; longer output without a newline is logged in parts of this size.
+const MAX_LINE: usize = 64 * 1024;
 
 /// Quotes one argv item for display (dry run, messages).
 fn display_argv(args: &[String]) -> String {
@@ -164,24 +166,43 @@ async fn collect<R: AsyncRead + Unpin>(
 ) -> String {
     let mut reader = BufReader::new(stream);
     let mut kept: Vec<u8> = Vec::new();
-    let mut line = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
     let mut truncated = false;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                cx.log.line(which, text.trim_end_matches(['\n', '\r']));
-                let room = cap.saturating_sub(kept.len());
-                if room >= line.len() {
-                    kept.extend_from_slice(&line);
-                } else {
-                    kept.extend_from_slice(&line[..room]);
-                    truncated = true;
-                }
-            }
+    let mut keep = |bytes: &[u8], kept: &mut Vec<u8>| {
+        let room = cap.saturating_sub(kept.len());
+        if room >= bytes.len() {
+            kept.extend_from_slice(bytes);
+        } else {
+            kept.extend_from_slice(&bytes[..room]);
+            truncated = true;
         }
+    };
+    loop {
+        // Read what is there, cut it into lines; a line longer than MAX_LINE is logged in parts,
+        // so memory stays bounded whatever the command prints.
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let (take, newline) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        let take = take.min(room.max(1));
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(take);
+        if newline && line.ends_with(b"\n") || line.len() >= MAX_LINE {
+            let text = String::from_utf8_lossy(&line);
+            cx.log.line(which, text.trim_end_matches(['\n', '\r']));
+            keep(&line, &mut kept);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        let text = String::from_utf8_lossy(&line);
+        cx.log.line(which, text.trim_end_matches(['\n', '\r']));
+        keep(&line, &mut kept);
     }
     let mut s = String::from_utf8_lossy(&kept).into_owned();
     if truncated {

@@ -168,3 +168,25 @@ async fn cancellation_kills_the_whole_process_group() {
     let _ = std::fs::remove_file(&marker);
     assert!(gone, "the grandchild {pid} survived cancellation");
 }
+
+#[tokio::test]
+async fn a_huge_line_is_logged_in_parts_with_bounded_memory() {
+    let (cx, lines) = cx();
+    let out = Shell
+        .run(
+            json!({"command": "head -c 300000 /dev/zero | tr '\\0' x", "max_output": 16}),
+            &cx,
+        )
+        .await
+        .unwrap();
+    assert!(out["stdout"]
+        .as_str()
+        .unwrap()
+        .starts_with("xxxxxxxxxxxxxxxx\n[… output truncated"));
+    let logged = lines.0.lock().unwrap();
+    assert_eq!(logged.iter().map(|(_, l)| l.len()).sum::<usize>(), 300_000);
+    assert!(
+        logged.iter().all(|(_, l)| l.len() <= 64 * 1024),
+        "parts are bounded"
+    );
+}
