@@ -101,3 +101,45 @@ fn fuzz_regressions_do_not_panic() {
     }
     assert!(n > 0);
 }
+
+#[test]
+fn merge_keys_count_toward_the_alias_budget() {
+    let mut text =
+        String::from("version: 1\nname: m\nl0: &l0 {k: [a, b, c, d, e, f, g, h, i, j]}\n");
+    for n in 1..8 {
+        text.push_str(&format!("m{n}: &m{n} {{<<: *l{}}}\n", n - 1));
+        text.push_str(&format!(
+            "l{n}: &l{n} {{k: [{}]}}\n",
+            vec![format!("*m{n}"); 10].join(", ")
+        ));
+    }
+    text.push_str("steps: [{id: a, uses: set, with: {x: *l7}}]\n");
+    let d = check(&text);
+    assert_eq!(d[0].code, Code::Yaml);
+    assert!(d[0].message.contains("billion laughs"), "{}", d[0].message);
+}
+
+#[test]
+fn huge_expressions_are_refused_before_they_reach_the_parser() {
+    let nots = "not ".repeat(30_000);
+    let chain = vec!["1"; 30_000].join(" ~ ");
+    let text = format!("version: 1\nname: x\nsteps:\n  - id: a\n    uses: set\n    when: \"{nots}1\"\n    with: {{x: \"{{{{ {chain} }}}}\"}}\n");
+    let d = check(&text);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d
+        .iter()
+        .all(|d| d.code == Code::TemplateSyntax && d.message.contains("too complex")));
+}
+
+#[test]
+fn unclosed_blocks_with_multibyte_text_do_not_panic() {
+    let d = check("version: 1\nname: x\nsteps:\n  - id: a\n    uses: set\n    with: {x: \"{{ {'a': {'b': 1}} ~ \\\"{{\\\" }}é\"}\n");
+    assert!(d.iter().all(|d| d.code != Code::Io));
+}
+
+#[test]
+fn method_calls_still_check_what_they_are_called_on() {
+    let d = check("version: 1\nname: x\nparams:\n  p: {type: string, default: a}\nsteps:\n  - id: a\n    uses: set\n    with: {x: \"{{ params.nope.upper() }} {{ params.get('p') }} {{ params.p.upper() }}\"}\n");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].message.contains("no param `nope`"));
+}
