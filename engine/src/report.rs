@@ -6,39 +6,58 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::exec::event::{Event, Observer};
 use crate::exec::state::{ReportPhase, RunReport, Status, StepReport};
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a crash)
-/// never sees half a file.
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader (or a killed
+/// process) never sees half a file; the data is synced to disk first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)
 }
+
+/// How often, at most, `run.json` is rewritten while a run goes on. Each finished step is also
+/// appended at once to `steps.jsonl`, so nothing is lost in between.
+const REWRITE_EVERY: Duration = Duration::from_millis(250);
 
 /// Writes a run's folder as the run goes.
 pub struct ReportWriter {
     dir: PathBuf,
     logs: Mutex<HashMap<String, File>>,
     errors: Mutex<Vec<String>>,
+    journal: Mutex<Option<File>>,
+    last_write: Mutex<Option<Instant>>,
 }
 
 impl ReportWriter {
     /// A writer into `dir` (created with `logs/` inside).
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir.join("logs"))?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("steps.jsonl"))?;
         Ok(ReportWriter {
             dir,
             logs: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
+            journal: Mutex::new(Some(journal)),
+            last_write: Mutex::new(None),
         })
     }
 
@@ -60,15 +79,38 @@ impl ReportWriter {
         }
     }
 
-    fn write_run_json(&self, report: &RunReport) {
+    fn write_run_json(&self, report: &RunReport, sync: bool) {
         match serde_json::to_vec_pretty(report) {
             Ok(bytes) => {
-                if let Err(e) = write_atomic(&self.dir.join("run.json"), &bytes) {
+                if let Err(e) = write_replacing(&self.dir.join("run.json"), &bytes, sync) {
                     self.note(format!("cannot write run.json: {e}"));
                 }
             }
             Err(e) => self.note(format!("cannot serialise run.json: {e}")),
         }
+        if let Ok(mut last) = self.last_write.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// Appends a finished step's entry to `steps.jsonl` (its index in `steps`, then the entry).
+    fn journal_step(&self, index: usize, step: &StepReport) {
+        let Ok(mut journal) = self.journal.lock() else {
+            return;
+        };
+        let Some(f) = journal.as_mut() else { return };
+        let line = serde_json::json!({"index": index, "step": step});
+        if let Err(e) = writeln!(f, "{line}") {
+            drop(journal);
+            self.note(format!("cannot append to steps.jsonl: {e}"));
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last_write
+            .lock()
+            .map(|l| l.is_none_or(|t| t.elapsed() >= REWRITE_EVERY))
+            .unwrap_or(true)
     }
 
     fn log_name(step: &StepReport, item: Option<usize>) -> String {
@@ -111,7 +153,15 @@ impl ReportWriter {
 impl Observer for ReportWriter {
     fn event(&self, event: &Event, report: &RunReport) {
         match event {
-            Event::RunStarted | Event::StepFinished { .. } => self.write_run_json(report),
+            Event::RunStarted => self.write_run_json(report, false),
+            Event::StepFinished { step } => {
+                if let Some(s) = report.steps.get(*step) {
+                    self.journal_step(*step, s);
+                }
+                if self.due() {
+                    self.write_run_json(report, false);
+                }
+            }
             Event::Log {
                 step, item, line, ..
             } => {
@@ -121,7 +171,7 @@ impl Observer for ReportWriter {
             }
             Event::StepStarted { .. } => {}
             Event::RunFinished => {
-                self.write_run_json(report);
+                self.write_run_json(report, true);
                 if let Err(e) = write_atomic(
                     &self.dir.join("summary.md"),
                     summary_markdown(report).as_bytes(),
