@@ -58,6 +58,7 @@ fn run(label: &str, text: String, steps: usize, registry: &Registry) {
         approve: Default::default(),
         interactive: false,
         cancel: CancellationToken::new(),
+        resume: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -556,3 +556,84 @@ fn http_health_runbook_against_a_real_server() {
     assert_eq!(step(&r, "restart")["status"], "skipped");
     assert_eq!(r["outputs"]["first_code"], "200");
 }
+
+/// `kill -9` in the middle of a run, then `opsbook resume`: the step that had succeeded does not
+/// run again (its side effect is counted), the rest runs.
+#[test]
+fn resume_after_kill_9_does_not_repeat_succeeded_steps() {
+    let d = Dir::new("resume");
+    d.write(
+        "rb.yaml",
+        r#"
+version: 1
+name: resume
+steps:
+  - id: first
+    uses: shell
+    with: {command: "echo ran >> first-count"}
+    outputs:
+      said: "{{ 'first done' }}"
+  - id: second
+    uses: shell
+    with: {command: "if [ -f go ]; then echo ok; else sleep 60 & echo $! > pid; wait; fi"}
+  - id: third
+    uses: shell
+    with: {command: "echo {{ steps.first.outputs.said | shquote }} > third-saw"}
+"#,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_opsbook"))
+        .args(["run", "rb.yaml", "--report-dir", "out"])
+        .current_dir(&d.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..500 {
+        if let Some(p) = std::fs::read_to_string(d.path("pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            pid = Some(p);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleeper = pid.expect("the second step started");
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut child = child;
+    let _ = child.wait();
+    // The orphaned sleep of the killed run.
+    let _ = Command::new("kill")
+        .args(["-9", &sleeper.to_string()])
+        .status();
+    d.write("go", "");
+    let o = opsbook(&d, &["resume", "out"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(d.path("first-count")).unwrap(),
+        "ran\n",
+        "`first` ran once"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path("third-saw")).unwrap().trim(),
+        "first done"
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path("out/run.json")).unwrap()).unwrap();
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(step(&r, "second")["status"], "succeeded");
+    let o = opsbook(&d, &["runs", "show", "out"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("| `second` | main | ✅ succeeded |"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = opsbook(&d, &["resume", "out"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("already succeeded"));
+}

@@ -314,3 +314,36 @@ pub fn junit_xml(r: &RunReport) -> String {
         r.duration_ms.unwrap_or(0) as f64 / 1000.0
     )
 }
+
+/// Reads a run folder: `run.json`, with the steps that `steps.jsonl` recorded since its last
+/// rewrite (a killed run's `run.json` can be up to a quarter of a second behind).
+pub fn load_run(dir: &Path) -> Result<RunReport, String> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut report: RunReport = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a run report: {e}", path.display()))?;
+    if let Ok(journal) = std::fs::read_to_string(dir.join("steps.jsonl")) {
+        for line in journal.lines() {
+            // A line cut short by a kill is ignored.
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(index), Some(step)) =
+                (v.get("index").and_then(|i| i.as_u64()), v.get("step"))
+            else {
+                continue;
+            };
+            let Ok(step) = serde_json::from_value::<StepReport>(step.clone()) else {
+                continue;
+            };
+            let index = index as usize;
+            if index < report.steps.len() {
+                report.steps[index] = step;
+            } else if index == report.steps.len() {
+                report.steps.push(step);
+            }
+        }
+    }
+    Ok(report)
+}

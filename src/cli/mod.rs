@@ -6,6 +6,7 @@ mod output;
 mod progress;
 mod registry;
 mod run;
+mod runs;
 mod validate;
 
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::Args),
+    Resume(run::ResumeArgs),
+    Runs(runs::Args),
     Validate(validate::Args),
     Graph(graph::Args),
     Schema(SchemaArgs),
@@ -66,6 +69,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Resume(args) => run::resume(args),
+        Command::Runs(args) => runs::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Schema(_) => {

@@ -1,16 +1,16 @@
-//! `opsbook run FILE`
+//! `opsbook run FILE` and `opsbook resume RUN`.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use opsbook_engine::exec::event::Observer;
-use opsbook_engine::exec::state::Status;
+use opsbook_engine::exec::state::{RunReport, Status};
 use opsbook_engine::exec::{new_run_id, Executor, RunOptions};
-use opsbook_engine::report::{summary_markdown, ReportWriter};
-use opsbook_engine::validate::parse_assignment;
-use opsbook_engine::Validator;
+use opsbook_engine::report::{load_run, summary_markdown, ReportWriter};
+use opsbook_engine::validate::{parse_assignment, GivenParam, GivenParams};
+use opsbook_engine::{Checked, Validator};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{render, ColorChoice, DiagFormat};
@@ -22,6 +22,34 @@ use super::{registry, EXIT_INVALID};
 const EXIT_FAILED: u8 = 1;
 /// Exit code of a cancelled run.
 const EXIT_CANCELLED: u8 = 130;
+/// Where run folders go by default.
+pub const RUNS_DIR: &str = ".opsbook/runs";
+
+/// Options shared by `run` and `resume`.
+#[derive(clap::Args)]
+pub struct RunFlags {
+    /// At most this many actions in flight (over the runbook's `concurrency`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Option<u32>,
+    /// Approve every `approve` step.
+    #[arg(long)]
+    yes: bool,
+    /// Approve this `approve` step (repeatable).
+    #[arg(long, value_name = "STEP")]
+    approve: Vec<String>,
+    /// Print run.json on standard output at the end.
+    #[arg(long)]
+    json: bool,
+    /// How progress is shown on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+    /// Show no step output, only step results.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Show every attempt as it starts.
+    #[arg(short, long)]
+    verbose: bool,
+}
 
 /// Run a runbook: check it, then run its steps, writing a report folder.
 #[derive(clap::Args)]
@@ -42,30 +70,47 @@ pub struct Args {
     /// Change nothing: every action runs in its check mode or describes what it would do.
     #[arg(long)]
     dry_run: bool,
-    /// At most this many actions in flight (over the runbook's `concurrency`).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    concurrency: Option<u32>,
-    /// Approve every `approve` step.
-    #[arg(long)]
-    yes: bool,
-    /// Approve this `approve` step (repeatable).
-    #[arg(long, value_name = "STEP")]
-    approve: Vec<String>,
     /// The run folder (default `.opsbook/runs/<run-id>`).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
-    /// Print run.json on standard output at the end.
-    #[arg(long)]
-    json: bool,
-    /// How progress is shown on standard error.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    log_format: LogFormat,
-    /// Show no step output, only step results.
-    #[arg(short, long, conflicts_with = "verbose")]
-    quiet: bool,
-    /// Show every attempt as it starts.
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// Resume a run that failed, was cancelled or was killed: its succeeded and skipped steps keep
+/// their results; the others run again, in the same run folder.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  opsbook resume 20261124T203000Z-8f3a\n  opsbook resume out/check --approve confirm"
+)]
+pub struct ResumeArgs {
+    /// The run: its id (under `.opsbook/runs/`) or its folder.
+    run: String,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// The folder of a run given by id or path.
+pub fn run_dir(run: &str) -> PathBuf {
+    let as_path = PathBuf::from(run);
+    if as_path.join("run.json").exists() {
+        as_path
+    } else {
+        Path::new(RUNS_DIR).join(run)
+    }
+}
+
+fn print_invalid(checked: &Checked) -> u8 {
+    eprint!(
+        "{}",
+        render(
+            &checked.diagnostics,
+            &checked.source,
+            DiagFormat::Text,
+            ColorChoice::Auto.enabled()
+        )
+    );
+    EXIT_INVALID
 }
 
 /// Runs `opsbook run`.
@@ -77,31 +122,66 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
+    let run_id = new_run_id();
+    let dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(RUNS_DIR).join(&run_id));
+    execute(
+        &args.file,
+        &given,
+        run_id,
+        dir,
+        args.dry_run,
+        None,
+        &args.flags,
+    )
+}
+
+/// Runs `opsbook resume`.
+pub fn resume(args: ResumeArgs) -> u8 {
+    let dir = run_dir(&args.run);
+    let previous = match load_run(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    if previous.status == Status::Succeeded {
+        eprintln!("run {} already succeeded; nothing to resume", previous.id);
+        return 0;
+    }
+    let given: GivenParams = previous
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), GivenParam::Value(v.clone())))
+        .collect();
+    let file = PathBuf::from(&previous.runbook.path);
+    let (id, dry) = (previous.id.clone(), previous.dry_run);
+    execute(&file, &given, id, dir, dry, Some(previous), &args.flags)
+}
+
+fn execute(
+    file: &Path,
+    given: &GivenParams,
+    run_id: String,
+    dir: PathBuf,
+    dry_run: bool,
+    resume: Option<RunReport>,
+    flags: &RunFlags,
+) -> u8 {
     let registry = registry::registry();
     let validator = Validator::new(&registry);
-    let checked = validator.check_file(&args.file, Some(&given));
+    let checked = validator.check_file(file, Some(given));
     let (Some(runbook), Some(doc), Some(params), true) = (
         &checked.runbook,
         &checked.document,
         &checked.params,
         checked.is_valid(),
     ) else {
-        eprint!(
-            "{}",
-            render(
-                &checked.diagnostics,
-                &checked.source,
-                DiagFormat::Text,
-                ColorChoice::Auto.enabled()
-            )
-        );
-        return EXIT_INVALID;
+        return print_invalid(&checked);
     };
-    let run_id = new_run_id();
-    let dir = args
-        .report_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".opsbook/runs").join(&run_id));
     let writer = match ReportWriter::new(dir.clone()) {
         Ok(w) => Arc::new(w),
         Err(e) => {
@@ -109,8 +189,7 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let base_dir = args
-        .file
+    let base_dir = file
         .parent()
         .map(PathBuf::from)
         .filter(|p| !p.as_os_str().is_empty())
@@ -118,27 +197,31 @@ pub fn run(args: Args) -> u8 {
     let cancel = CancellationToken::new();
     let opts = RunOptions {
         run_id,
-        runbook_path: args.file.display().to_string(),
+        runbook_path: file.display().to_string(),
         base_dir,
         params: params.clone(),
-        dry_run: args.dry_run,
-        concurrency: args.concurrency.map(|c| c as usize),
-        approve_all: args.yes,
-        approve: args.approve.iter().cloned().collect::<HashSet<_>>(),
+        dry_run,
+        concurrency: flags.concurrency.map(|c| c as usize),
+        approve_all: flags.yes,
+        approve: flags.approve.iter().cloned().collect::<HashSet<_>>(),
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         cancel: cancel.clone(),
+        resume,
     };
-    let progress = Progress {
-        format: args.log_format,
-        verbosity: if args.quiet {
-            0
-        } else if args.verbose {
-            2
-        } else {
-            1
-        },
+    let verbosity = if flags.quiet {
+        0
+    } else if flags.verbose {
+        2
+    } else {
+        1
     };
-    let observers: Vec<Arc<dyn Observer>> = vec![writer.clone(), Arc::new(progress)];
+    let observers: Vec<Arc<dyn Observer>> = vec![
+        writer.clone(),
+        Arc::new(Progress {
+            format: flags.log_format,
+            verbosity,
+        }),
+    ];
     let env = opsbook_engine::template::environment();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,7 +260,7 @@ pub fn run(args: Args) -> u8 {
             let _ = writeln!(f, "{}", summary_markdown(&report));
         }
     }
-    if args.json {
+    if flags.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()

@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub interactive: bool,
     /// Cancelled on Ctrl-C or SIGTERM.
     pub cancel: CancellationToken,
+    /// Resuming an earlier run: its report (after [`crate::report::load_run`]). Its main steps
+    /// that succeeded or were skipped keep their results and do not run again.
+    pub resume: Option<RunReport>,
 }
 
 /// A new run id: UTC time and four hex digits.
@@ -100,6 +103,8 @@ pub struct Executor<'a> {
     run_env: Mutex<IndexMap<String, String>>,
     /// Main-phase steps that succeeded, in completion order, for rollbacks.
     completed: Mutex<Vec<usize>>,
+    /// Steps kept from the run being resumed (by report index).
+    kept: Vec<bool>,
     started: Instant,
 }
 
@@ -151,6 +156,37 @@ impl<'a> Executor<'a> {
                 steps.push(StepReport::pending(&s.id, rp, &s.uses, s.name.clone()));
             }
         }
+        // Resuming: keep the main steps that succeeded or were skipped, as they were.
+        let mut kept = vec![false; steps.len()];
+        let mut kept_order: Vec<(String, usize)> = Vec::new();
+        let mut started_at = now();
+        if let Some(prev) = &opts.resume {
+            started_at = prev.started_at.clone();
+            let previous: Vec<&StepReport> = prev
+                .steps
+                .iter()
+                .filter(|s| s.phase != ReportPhase::Rollback)
+                .collect();
+            for (i, entry) in steps.iter_mut().enumerate() {
+                let Some(old) = previous.get(i) else { continue };
+                let same = old.id == entry.id
+                    && old.phase == entry.phase
+                    && old.phase == ReportPhase::Main;
+                if same && matches!(old.status, Status::Succeeded | Status::Skipped) {
+                    *entry = (*old).clone();
+                    kept[i] = true;
+                    if old.status == Status::Succeeded {
+                        kept_order.push((old.finished_at.clone().unwrap_or_default(), i));
+                    }
+                }
+            }
+        }
+        kept_order.sort();
+        let completed: Vec<usize> = kept_order
+            .into_iter()
+            .map(|(_, i)| i)
+            .filter(|&i| runbook.steps.get(i).is_some_and(|s| s.rollback.is_some()))
+            .collect();
         let report = RunReport {
             id: opts.run_id.clone(),
             runbook: RunbookRef {
@@ -159,7 +195,7 @@ impl<'a> Executor<'a> {
             },
             status: Status::Running,
             dry_run: opts.dry_run,
-            started_at: now(),
+            started_at,
             finished_at: None,
             duration_ms: None,
             params: opts.params.clone(),
@@ -182,7 +218,8 @@ impl<'a> Executor<'a> {
             permits: Arc::new(Semaphore::new(limit)),
             base_scope: Mutex::new(Default::default()),
             run_env: Mutex::new(IndexMap::new()),
-            completed: Mutex::new(Vec::new()),
+            completed: Mutex::new(completed),
+            kept,
             started: Instant::now(),
         }
     }
@@ -198,10 +235,31 @@ impl<'a> Executor<'a> {
     /// Runs the runbook to the end and returns the final report.
     pub async fn run(&self) -> RunReport {
         // Every step is visible (as pending) from the start.
+        let kept_entries: Vec<(String, serde_json::Value)> = self
+            .shared
+            .report
+            .lock()
+            .map(|r| {
+                r.steps
+                    .iter()
+                    .zip(&self.kept)
+                    .filter(|(_, k)| **k)
+                    .map(|(s, _)| {
+                        (
+                            s.id.clone(),
+                            step_entry(s, &s.result, &s.outputs, s.error.as_deref()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for phase in Phase::ALL {
             for s in self.runbook.phase(phase) {
                 self.steps_view.set(&s.id, &json!({"status": "pending", "result": null, "outputs": {}, "items": [], "error": null, "attempts": 0, "duration_ms": null}));
             }
+        }
+        for (id, entry) in &kept_entries {
+            self.steps_view.set(id, entry);
         }
         self.emit(Event::RunStarted);
         let mut failure: Option<String> = self.prepare().err();
@@ -458,6 +516,14 @@ impl<'a> Executor<'a> {
         cancel: &CancellationToken,
     ) -> Status {
         let ri = self.report_index(phase, local);
+        if self.kept.get(ri).copied().unwrap_or(false) {
+            return self
+                .shared
+                .report
+                .lock()
+                .map(|r| r.steps[ri].status)
+                .unwrap_or(Status::Succeeded);
+        }
         let base_ptr = format!("/{}/{local}", phase.key());
         // `run_on`: a need that failed with `continue_on_error` does not count as failed.
         let any_failed = needs.iter().any(|(s, allowed)| s.is_failure() && !allowed);
@@ -614,11 +680,7 @@ impl<'a> Executor<'a> {
                 s.log = None;
             }
             // Templates see the real values; reports see masked ones.
-            entry = json!({
-                "status": o.status.as_str(), "result": o.result, "outputs": o.outputs, "error": o.error,
-                "attempts": s.attempts, "duration_ms": s.duration_ms, "started_at": s.started_at, "finished_at": s.finished_at,
-                "items": s.items.iter().map(|i| json!({"index": i.index, "item": i.item, "status": i.status.as_str(), "attempts": i.attempts, "result": i.result, "outputs": i.outputs, "error": i.error})).collect::<Vec<_>>(),
-            });
+            entry = step_entry(s, &o.result, &o.outputs, o.error.as_deref());
         }
         self.steps_view.set(id, &entry);
         self.emit(Event::StepFinished { step: ri });
@@ -1095,6 +1157,20 @@ impl LogSink for EventSink {
             line,
         });
     }
+}
+
+/// `steps.<id>` as templates see it.
+fn step_entry(
+    s: &StepReport,
+    result: &Value,
+    outputs: &IndexMap<String, Value>,
+    error: Option<&str>,
+) -> Value {
+    json!({
+        "status": s.status.as_str(), "result": result, "outputs": outputs, "error": error,
+        "attempts": s.attempts, "duration_ms": s.duration_ms, "started_at": s.started_at, "finished_at": s.finished_at,
+        "items": s.items.iter().map(|i| json!({"index": i.index, "item": i.item, "status": i.status.as_str(), "attempts": i.attempts, "result": i.result, "outputs": i.outputs, "error": i.error})).collect::<Vec<_>>(),
+    })
 }
 
 fn env_strings(v: &Value) -> IndexMap<String, String> {
