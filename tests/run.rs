@@ -637,3 +637,91 @@ steps:
     assert_eq!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("already succeeded"));
 }
+
+fn shipped(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("runbooks")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn system_report_runbook_writes_its_report() {
+    let d = Dir::new("sysreport");
+    let out = d.path("report.md").display().to_string();
+    let o = opsbook(
+        &d,
+        &[
+            "run",
+            &shipped("system-report.yaml"),
+            "-p",
+            &format!("out={out}"),
+            "--report-dir",
+            "out",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        report.starts_with("# System report")
+            && report.contains("| disk / |")
+            && report.contains("| up for |"),
+        "{report}"
+    );
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["outputs"]["highest_disk_pct"]
+        .as_i64()
+        .is_some_and(|p| (0..=100).contains(&p)));
+}
+
+#[test]
+fn log_rotation_runbook_compresses_old_logs_and_keeps_new_ones() {
+    let d = Dir::new("logrot");
+    let logs = d.path("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("old.log"), "old\n").unwrap();
+    std::fs::write(logs.join("new.log"), "new\n").unwrap();
+    let status = Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(logs.join("old.log"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = format!("dir={}", logs.display());
+    let o = opsbook(
+        &d,
+        &[
+            "run",
+            &shipped("log-rotation.yaml"),
+            "-p",
+            &dir,
+            "--dry-run",
+            "--report-dir",
+            "dry",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        logs.join("old.log").exists(),
+        "a dry run compresses nothing"
+    );
+    let o = opsbook(
+        &d,
+        &[
+            "run",
+            &shipped("log-rotation.yaml"),
+            "-p",
+            &dir,
+            "--report-dir",
+            "out",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(logs.join("old.log.gz").exists() && !logs.join("old.log").exists());
+    assert!(logs.join("new.log").exists());
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["outputs"]["compressed"], 1);
+}

@@ -583,13 +583,8 @@ impl<'a> Executor<'a> {
                     );
                 }
                 Err(d) => {
-                    return self.finish(
-                        ri,
-                        &step.id,
-                        phase,
-                        Outcome::failed(Status::Failed, 0, d.short()),
-                        Some(started),
-                    )
+                    let outcome = self.render_failure(d.short());
+                    return self.finish(ri, &step.id, phase, outcome, Some(started));
                 }
             }
         }
@@ -618,6 +613,55 @@ impl<'a> Executor<'a> {
             }
         }
         self.finish(ri, &step.id, phase, outcome, Some(started))
+    }
+
+    /// A template that cannot be rendered fails its step; in a dry run, where earlier steps
+    /// only described what they would do, it skips the step instead ("renders every step it can").
+    fn render_failure(&self, message: String) -> Outcome {
+        if self.opts.dry_run {
+            Outcome {
+                status: Status::Skipped,
+                attempts: 0,
+                result: Value::Null,
+                outputs: IndexMap::new(),
+                error: Some(format!("dry run: {message}")),
+            }
+        } else {
+            Outcome::failed(Status::Failed, 0, message)
+        }
+    }
+
+    /// Whether a dry run only describes this action (so its result is not real).
+    fn dry_lenient(&self, uses: &str) -> bool {
+        self.opts.dry_run
+            && self
+                .registry
+                .get(uses)
+                .is_none_or(|e| e.spec.dry_run != crate::action::DryRun::Runs)
+    }
+
+    /// Each output on its own, null where it cannot be rendered (dry runs).
+    fn outputs_one_by_one(
+        &self,
+        base_ptr: &str,
+        step: &Step,
+        item: Option<(&Value, usize)>,
+        result: &Value,
+    ) -> IndexMap<String, Value> {
+        let scope = self.scope(item, Some(result));
+        step.outputs
+            .keys()
+            .map(|k| {
+                let ptr = format!(
+                    "{base_ptr}/outputs/{}",
+                    crate::yaml::escape_pointer_token(k)
+                );
+                (
+                    k.clone(),
+                    self.renderer.render(&ptr, &scope).unwrap_or(Value::Null),
+                )
+            })
+            .collect()
     }
 
     /// Runs `work` for at most `limit`; then cancels it, lets it stop by itself for a short
@@ -711,7 +755,7 @@ impl<'a> Executor<'a> {
                     format!("`for_each` must give a list, got {}", type_name(&other)),
                 )
             }
-            Err(d) => return Outcome::failed(Status::Failed, 0, d.short()),
+            Err(d) => return self.render_failure(d.short()),
         };
         if let Ok(mut r) = self.shared.report.lock() {
             r.steps[ri].items = list
@@ -763,7 +807,7 @@ impl<'a> Executor<'a> {
                             outputs: IndexMap::new(),
                             error: Some("`when` is false".into()),
                         },
-                        Err(d) => Outcome::failed(Status::Failed, 0, d.short()),
+                        Err(d) => self.render_failure(d.short()),
                     }
                 } else {
                     self.attempts(ri, Some(index), base_ptr, step, Some((item, index)), cancel)
@@ -865,8 +909,11 @@ impl<'a> Executor<'a> {
             last = match call {
                 Ok(result) => {
                     let until = retry.as_ref().and_then(|r| r.until.as_ref());
+                    let lenient = self.dry_lenient(&step.uses);
                     let until_ok = match until {
                         None => Ok(true),
+                        // A described action has no real result to poll on.
+                        Some(_) if lenient => Ok(true),
                         Some(_) => self
                             .renderer
                             .eval_bool(
@@ -883,6 +930,10 @@ impl<'a> Executor<'a> {
                             ) {
                                 Ok(Value::Object(m)) => m.into_iter().collect(),
                                 Ok(_) => IndexMap::new(),
+                                // In a dry run, outputs of a described action are unknown: null.
+                                Err(_) if lenient => {
+                                    self.outputs_one_by_one(base_ptr, step, item, &result)
+                                }
                                 Err(d) => {
                                     return Outcome {
                                         status: Status::Failed,
@@ -921,6 +972,16 @@ impl<'a> Executor<'a> {
                             }
                         }
                     }
+                }
+                // In a dry run, inputs that read unknown outputs cannot be rendered: say so, skip.
+                Err(e) if self.opts.dry_run && e.details.get("render").is_some() => {
+                    return Outcome {
+                        status: Status::Skipped,
+                        attempts: attempt,
+                        result: Value::Null,
+                        outputs: IndexMap::new(),
+                        error: Some(format!("dry run: {}", e.message)),
+                    };
                 }
                 Err(e) => {
                     let stop = matches!(e.kind, ErrorKind::Permanent | ErrorKind::Cancelled);
@@ -968,7 +1029,7 @@ impl<'a> Executor<'a> {
         let inputs = self
             .renderer
             .render(&format!("{base_ptr}/with"), scope)
-            .map_err(|d| ActionError::permanent(d.short()))?;
+            .map_err(|d| ActionError::permanent(d.short()).with_details(json!({"render": true})))?;
         let inputs = if inputs.is_null() {
             Value::Object(Map::new())
         } else {
