@@ -725,3 +725,64 @@ fn log_rotation_runbook_compresses_old_logs_and_keeps_new_ones() {
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["outputs"]["compressed"], 1);
 }
+
+#[test]
+fn nested_runbooks_run_as_a_step_with_their_steps_in_the_result() {
+    let d = Dir::new("nested");
+    d.write(
+        "child.yaml",
+        r#"
+version: 1
+name: child
+params:
+  who: {type: string, required: true}
+steps:
+  - id: hello
+    uses: shell
+    with: {command: "echo hello {{ params.who }}"}
+    outputs:
+      line: "{{ result.stdout | trim }}"
+outputs:
+  greeting: "{{ steps.hello.outputs.line }}"
+"#,
+    );
+    d.write("loop.yaml", "version: 1\nname: loop\nsteps:\n  - id: again\n    uses: runbook\n    with: {path: loop.yaml}\n");
+    let (code, r, o) = run(
+        &d,
+        r#"
+version: 1
+name: parent
+steps:
+  - id: call
+    uses: runbook
+    with: {path: child.yaml, params: {who: nested}}
+  - id: check
+    uses: assert
+    with:
+      that: ["steps.call.result.outputs.greeting == 'hello nested'", "steps.call.result.steps[0].id == 'hello'"]
+  - id: forever
+    uses: runbook
+    continue_on_error: true
+    with: {path: loop.yaml}
+"#,
+        &[],
+    );
+    assert_eq!(code, 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("call | hello | hello nested"),
+        "nested output reaches the log:\n{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        step(&r, "call")["result"]["steps"][0]["status"],
+        "succeeded"
+    );
+    assert!(
+        step(&r, "forever")["error"]
+            .as_str()
+            .unwrap()
+            .contains("nest deeper than 8 levels"),
+        "{}",
+        step(&r, "forever")["error"]
+    );
+}

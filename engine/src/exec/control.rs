@@ -19,10 +19,10 @@ pub(super) async fn run(
         "assert" => assert(exec, &inputs, scope),
         "approve" => approve(exec, &inputs, cx).await,
         "template" => template(exec, &inputs, scope, cx),
-        "runbook" => Err(ActionError::permanent(
-            "nested runbooks (`uses: runbook`) are not supported by this build yet; run the other runbook as its own `opsbook run`",
-        )),
-        other => Err(ActionError::permanent(format!("`{other}` has no implementation in this build"))),
+        "runbook" => Box::pin(nested(exec, &inputs, cx)).await,
+        other => Err(ActionError::permanent(format!(
+            "`{other}` has no implementation in this build"
+        ))),
     }
 }
 
@@ -147,4 +147,135 @@ fn template(
         }
     }
     Ok(json!({"content": content, "dest": dest}))
+}
+
+/// Deepest nesting of `runbook` steps (a runbook that calls itself stops here).
+const MAX_NESTING: usize = 8;
+
+/// Forwards a nested run's output into the calling step's log.
+struct Forward {
+    log: std::sync::Arc<dyn crate::action::LogSink>,
+}
+
+impl super::event::Observer for Forward {
+    fn event(&self, event: &super::event::Event, report: &super::state::RunReport) {
+        use super::event::Event;
+        match event {
+            Event::Log {
+                step, line, stream, ..
+            } => {
+                let id = report
+                    .steps
+                    .get(*step)
+                    .map(|s| s.id.as_str())
+                    .unwrap_or("?");
+                self.log.line(*stream, &format!("{id} | {line}"));
+            }
+            Event::StepFinished { step } => {
+                if let Some(s) = report.steps.get(*step) {
+                    let why = s
+                        .error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default();
+                    self.log.line(
+                        LogStream::Stdout,
+                        &format!("{} {}{why}", s.id, s.status.as_str()),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `runbook`: validates and runs another runbook as this step. Its steps are in this step's
+/// `result.steps`; its outputs are `result.outputs`.
+async fn nested(
+    exec: &Executor<'_>,
+    inputs: &Value,
+    cx: &StepContext,
+) -> Result<Value, ActionError> {
+    use crate::validate::{GivenParam, GivenParams, Validator};
+    let depth = exec.opts.run_id.matches('/').count();
+    if depth >= MAX_NESTING {
+        return Err(ActionError::permanent(format!(
+            "runbooks nest deeper than {MAX_NESTING} levels (does one call itself?)"
+        )));
+    }
+    let rel = inputs
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActionError::permanent("`path` is required"))?;
+    let path = exec.opts.base_dir.join(rel);
+    let given: GivenParams = inputs
+        .get("params")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), GivenParam::Value(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let validator = Validator::new(exec.registry);
+    let checked = validator.check_file(&path, Some(&given));
+    let (Some(runbook), Some(doc), Some(params), true) = (
+        &checked.runbook,
+        &checked.document,
+        &checked.params,
+        checked.is_valid(),
+    ) else {
+        let problems: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .take(5)
+            .map(|d| d.short())
+            .collect();
+        return Err(ActionError::permanent(format!(
+            "the nested runbook {} is invalid:\n{}",
+            path.display(),
+            problems.join("\n")
+        )));
+    };
+    let opts = super::RunOptions {
+        run_id: format!("{}/{}", exec.opts.run_id, cx.step),
+        runbook_path: path.display().to_string(),
+        base_dir: path
+            .parent()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| exec.opts.base_dir.clone()),
+        params: params.clone(),
+        dry_run: cx.dry_run,
+        concurrency: exec.opts.concurrency,
+        approve_all: exec.opts.approve_all,
+        approve: exec.opts.approve.clone(),
+        interactive: exec.opts.interactive,
+        cancel: cx.cancel.clone(),
+        resume: None,
+    };
+    let observers: Vec<std::sync::Arc<dyn super::event::Observer>> =
+        vec![std::sync::Arc::new(Forward {
+            log: cx.log.clone(),
+        })];
+    let child = Executor::new(
+        runbook,
+        doc,
+        &checked.source,
+        exec.env,
+        exec.registry,
+        opts,
+        observers,
+    );
+    let report = child.run().await;
+    let result = json!({"status": report.status.as_str(), "run_id": report.id, "outputs": report.outputs, "steps": report.steps, "error": report.error});
+    match report.status {
+        super::state::Status::Succeeded => Ok(result),
+        super::state::Status::Cancelled => Err(ActionError::cancelled().with_details(result)),
+        _ => Err(ActionError::permanent(format!(
+            "the nested runbook {} failed: {}",
+            path.display(),
+            report.error.clone().unwrap_or_default()
+        ))
+        .with_details(result)),
+    }
 }
