@@ -14,7 +14,7 @@ use opsbook_engine::{Checked, Validator};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{render, ColorChoice, DiagFormat};
-use super::progress::{LogFormat, Progress};
+use super::progress::{LiveProgress, LogFormat, Progress};
 use super::validate::given_params;
 use super::{registry, EXIT_INVALID};
 
@@ -215,13 +215,18 @@ fn execute(
     } else {
         1
     };
-    let observers: Vec<Arc<dyn Observer>> = vec![
-        writer.clone(),
+    let live = flags.log_format == LogFormat::Plain
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("CI").is_none();
+    let view: Arc<dyn Observer> = if live {
+        Arc::new(LiveProgress::new(verbosity))
+    } else {
         Arc::new(Progress {
             format: flags.log_format,
             verbosity,
-        }),
-    ];
+        })
+    };
+    let observers: Vec<Arc<dyn Observer>> = vec![writer.clone(), view];
     let env = opsbook_engine::template::environment();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
