@@ -1,7 +1,10 @@
 //! Rendering a runbook's templates right before a step runs, with errors that name the step, the
 //! field and the file:line:column of the template that failed.
 
-use minijinja::Environment;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use minijinja::{Environment, Expression};
 use serde_json::Value;
 
 use crate::diag::{Code, Diagnostic};
@@ -15,12 +18,20 @@ pub struct Renderer<'a> {
     env: &'a Environment<'static>,
     source: &'a Source,
     doc: &'a Document,
+    /// Compiled expressions by text: a step that runs many times (items, retries, a long chain
+    /// of alike steps) compiles each expression once.
+    compiled: Mutex<HashMap<String, Arc<Expression<'a, 'static>>>>,
 }
 
 impl<'a> Renderer<'a> {
     /// A renderer for the runbook `doc` (from [`crate::Checked::document`]).
     pub fn new(env: &'a Environment<'static>, source: &'a Source, doc: &'a Document) -> Self {
-        Renderer { env, source, doc }
+        Renderer {
+            env,
+            source,
+            doc,
+            compiled: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Renders the value at `pointer` (`/steps/3/with`, `/vars/base` …): every string inside it
@@ -46,7 +57,9 @@ impl<'a> Renderer<'a> {
         match self.doc.value.pointer(pointer) {
             None | Some(Value::Null) => Ok(true),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(expr)) => template::eval_bool(self.env, expr, scope)
+            Some(Value::String(expr)) => self
+                .eval_expr(expr, scope)
+                .map(|v| v.is_true())
                 .map_err(|e| self.error(pointer, expr, &e)),
             Some(other) => Ok(!matches!(other, Value::Array(a) if a.is_empty())),
         }
@@ -59,9 +72,9 @@ impl<'a> Renderer<'a> {
         scope: &minijinja::Value,
     ) -> Result<Value, Box<Diagnostic>> {
         Ok(match v {
-            Value::String(s) => {
-                template::render_str(self.env, s, scope).map_err(|e| self.error(&ptr, s, &e))?
-            }
+            Value::String(s) => self
+                .render_one(s, scope)
+                .map_err(|e| self.error(&ptr, s, &e))?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
@@ -81,6 +94,35 @@ impl<'a> Renderer<'a> {
             ),
             other => other.clone(),
         })
+    }
+
+    fn expression(&self, expr: &str) -> Result<Arc<Expression<'a, 'static>>, minijinja::Error> {
+        if let Some(e) = self.compiled.lock().ok().and_then(|m| m.get(expr).cloned()) {
+            return Ok(e);
+        }
+        let e = Arc::new(self.env.compile_expression_owned(expr.to_string())?);
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(expr.to_string(), e.clone());
+        }
+        Ok(e)
+    }
+
+    fn eval_expr(
+        &self,
+        expr: &str,
+        scope: &minijinja::Value,
+    ) -> Result<minijinja::Value, minijinja::Error> {
+        self.expression(expr)?.eval(scope)
+    }
+
+    fn render_one(&self, s: &str, scope: &minijinja::Value) -> Result<Value, minijinja::Error> {
+        match template::classify(s) {
+            template::Kind::Expression(expr, _) => {
+                let v = self.eval_expr(expr, scope)?;
+                template::value_to_json(&v)
+            }
+            _ => template::render_str(self.env, s, scope),
+        }
     }
 
     fn error(&self, ptr: &str, text: &str, e: &minijinja::Error) -> Box<Diagnostic> {

@@ -99,8 +99,11 @@ impl ReportWriter {
             return;
         };
         let Some(f) = journal.as_mut() else { return };
-        let line = serde_json::json!({"index": index, "step": step});
-        if let Err(e) = writeln!(f, "{line}") {
+        // One write per entry: an append of a whole line is what a reader after a kill sees.
+        let mut line = serde_json::to_vec(&serde_json::json!({"index": index, "step": step}))
+            .unwrap_or_default();
+        line.push(b'\n');
+        if let Err(e) = f.write_all(&line) {
             drop(journal);
             self.note(format!("cannot append to steps.jsonl: {e}"));
         }
@@ -145,7 +148,10 @@ impl ReportWriter {
             }
         }
         if let Some(f) = logs.get_mut(&name) {
-            let _ = writeln!(f, "{line}");
+            let mut bytes = Vec::with_capacity(line.len() + 1);
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+            let _ = f.write_all(&bytes);
         }
     }
 }

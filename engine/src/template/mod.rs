@@ -398,6 +398,11 @@ pub fn render_value(
     })
 }
 
+/// A template value as data (an undefined value is an error).
+pub fn value_to_json(v: &minijinja::Value) -> Result<Value, Error> {
+    to_json(v)
+}
+
 fn to_json(v: &minijinja::Value) -> Result<Value, Error> {
     if v.is_undefined() {
         return Err(Error::new(
