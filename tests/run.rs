@@ -208,6 +208,21 @@ steps:
     assert_eq!(step(&r, "always")["status"], "succeeded");
     assert_eq!(step(&r, "guarded")["status"], "skipped");
     assert!(r["error"].as_str().unwrap().contains("step `hard` failed"));
+    let junit = std::fs::read_to_string(d.path("out/junit.xml")).unwrap();
+    assert!(
+        junit.contains("<testcase classname=\"run-on.main\" name=\"hard\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("last lines of the log:\nbroken"),
+        "failures carry the log's end:\n{junit}"
+    );
+    assert!(junit.contains("tests=\"7\"") && junit.contains("<skipped/>"));
+    let summary = std::fs::read_to_string(d.path("out/summary.md")).unwrap();
+    assert!(
+        summary.contains("| `hard` | main | ❌ failed | 1 |"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -784,5 +799,70 @@ steps:
             .contains("nest deeper than 8 levels"),
         "{}",
         step(&r, "forever")["error"]
+    );
+}
+
+#[test]
+fn vars_env_defaults_and_the_run_timeout() {
+    let d = Dir::new("vars");
+    let (code, r, o) = run(
+        &d,
+        r#"
+version: 1
+name: vars-env
+params:
+  name: {type: string, default: web}
+vars:
+  base: "/srv/{{ params.name }}"
+  full: "{{ vars.base }}/current"
+env:
+  APP_HOME: "{{ vars.full }}"
+  PORT: 8080
+defaults:
+  retry: {attempts: 2, delay: 10ms}
+  continue_on_error: true
+concurrency: 1
+timeout: 1s
+steps:
+  - id: show
+    uses: shell
+    env: {EXTRA: "x-{{ params.name }}"}
+    with: {command: "echo $APP_HOME $PORT $EXTRA"}
+    outputs:
+      line: "{{ result.stdout | trim }}"
+  - id: flaky
+    uses: shell
+    with: {command: "n=$(cat n 2>/dev/null || echo 0); echo $((n+1)) > n; exit 1"}
+  - id: slow
+    uses: shell
+    continue_on_error: false
+    retry: {attempts: 1}
+    with: {command: "sleep 30"}
+finally:
+  - id: after
+    uses: shell
+    with: {command: "echo {{ steps.show.outputs.line | shquote }} > seen"}
+"#,
+        &[],
+    );
+    assert_eq!(code, 1, "{}", stderr(&o));
+    assert_eq!(
+        step(&r, "show")["outputs"]["line"],
+        "/srv/web/current 8080 x-web"
+    );
+    assert_eq!(step(&r, "flaky")["attempts"], 2, "defaults.retry applies");
+    assert_eq!(step(&r, "flaky")["status"], "failed");
+    assert_eq!(step(&r, "slow")["status"], "timed_out");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("the run timed out after 1s"),
+        "{}",
+        r["error"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path("seen")).unwrap().trim(),
+        "/srv/web/current 8080 x-web"
     );
 }

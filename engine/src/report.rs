@@ -127,6 +127,15 @@ impl ReportWriter {
         }
     }
 
+    /// The last 20 lines of a step's (or item's) log.
+    fn log_tail(&self, step: &StepReport, item: Option<usize>) -> Option<String> {
+        let text =
+            std::fs::read_to_string(self.dir.join("logs").join(Self::log_name(step, item))).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        (!tail.is_empty()).then_some(tail)
+    }
+
     fn append_log(&self, name: String, line: &str) {
         let Ok(mut logs) = self.logs.lock() else {
             return;
@@ -184,9 +193,10 @@ impl Observer for ReportWriter {
                 ) {
                     self.note(format!("cannot write summary.md: {e}"));
                 }
-                if let Err(e) =
-                    write_atomic(&self.dir.join("junit.xml"), junit_xml(report).as_bytes())
-                {
+                if let Err(e) = write_atomic(
+                    &self.dir.join("junit.xml"),
+                    junit_xml(report, &|step, item| self.log_tail(step, item)).as_bytes(),
+                ) {
                     self.note(format!("cannot write junit.xml: {e}"));
                 }
             }
@@ -258,19 +268,25 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A JUnit report: a test case per step (or item), failures with their message.
-pub fn junit_xml(r: &RunReport) -> String {
+/// The last lines of a step's (or item's) log, for JUnit failures.
+pub type LogTail<'a> = &'a dyn Fn(&StepReport, Option<usize>) -> Option<String>;
+
+/// A JUnit report: a test case per step (or item), failures with their message and the end of
+/// their log.
+pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
     let mut cases = String::new();
     let mut tests = 0;
     let mut failures = 0;
     let mut skipped = 0;
     for s in &r.steps {
-        let units: Vec<(String, Status, Option<String>, u64)> = if s.items.is_empty() {
+        let units: Vec<(String, Status, Option<String>, u64, Option<usize>)> = if s.items.is_empty()
+        {
             vec![(
                 s.id.clone(),
                 s.status,
                 s.error.clone(),
                 s.duration_ms.unwrap_or(0),
+                None,
             )]
         } else {
             s.items
@@ -281,11 +297,12 @@ pub fn junit_xml(r: &RunReport) -> String {
                         i.status,
                         i.error.clone(),
                         0,
+                        Some(i.index),
                     )
                 })
                 .collect()
         };
-        for (name, status, error, ms) in units {
+        for (name, status, error, ms, item) in units {
             tests += 1;
             cases.push_str(&format!(
                 "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
@@ -298,11 +315,15 @@ pub fn junit_xml(r: &RunReport) -> String {
                 Status::Failed | Status::TimedOut | Status::Cancelled => {
                     failures += 1;
                     let msg = error.unwrap_or_else(|| status.as_str().to_string());
+                    let body = match log_tail(s, item) {
+                        Some(tail) => format!("{msg}\n\nlast lines of the log:\n{tail}"),
+                        None => msg.clone(),
+                    };
                     cases.push_str(&format!(
                         "<failure message=\"{}\" type=\"{}\">{}</failure>",
                         xml_escape(&msg),
                         status.as_str(),
-                        xml_escape(&msg)
+                        xml_escape(&body)
                     ));
                 }
                 Status::Skipped | Status::Pending => {

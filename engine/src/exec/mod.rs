@@ -105,6 +105,8 @@ pub struct Executor<'a> {
     completed: Mutex<Vec<usize>>,
     /// Steps kept from the run being resumed (by report index).
     kept: Vec<bool>,
+    /// Set when the run's own `timeout` passed.
+    run_timed_out: std::sync::atomic::AtomicBool,
     started: Instant,
 }
 
@@ -220,6 +222,7 @@ impl<'a> Executor<'a> {
             run_env: Mutex::new(IndexMap::new()),
             completed: Mutex::new(completed),
             kept,
+            run_timed_out: Default::default(),
             started: Instant::now(),
         }
     }
@@ -263,10 +266,34 @@ impl<'a> Executor<'a> {
         }
         self.emit(Event::RunStarted);
         let mut failure: Option<String> = self.prepare().err();
+        // The run's `timeout` bounds the main steps: when it passes they are stopped (as
+        // timed out) and the run fails; rollbacks, `on_failure` and `finally` still run.
+        let main_token = self.opts.cancel.child_token();
         if failure.is_none() {
-            self.run_phase(Phase::Main, &self.opts.cancel).await;
+            match self.runbook.timeout.map(|d| d.get()) {
+                Some(limit) => {
+                    tokio::select! {
+                        _ = self.run_phase(Phase::Main, &main_token) => {}
+                        _ = async {
+                            tokio::time::sleep(limit).await;
+                            self.run_timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                            main_token.cancel();
+                            std::future::pending::<()>().await
+                        } => {}
+                    }
+                }
+                None => self.run_phase(Phase::Main, &main_token).await,
+            }
         }
         let cancelled = self.opts.cancel.is_cancelled();
+        if failure.is_none() && self.run_timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+            let limit = self
+                .runbook
+                .timeout
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            failure = Some(format!("the run timed out after {limit}"));
+        }
         if failure.is_none() {
             failure = self.first_failure();
         }
@@ -598,11 +625,26 @@ impl<'a> Executor<'a> {
             Some(limit) => self.bounded(work, limit, &step_cancel, ri).await,
             None => work.await,
         };
-        let outcome = if cancel.is_cancelled() && outcome.status.is_failure() {
-            Outcome {
-                status: Status::Cancelled,
-                error: Some("cancelled".into()),
-                ..outcome
+        let outcome = if cancel.is_cancelled()
+            && (outcome.status.is_failure() || outcome.status == Status::Cancelled)
+        {
+            if self.run_timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                let limit = self
+                    .runbook
+                    .timeout
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                Outcome {
+                    status: Status::TimedOut,
+                    error: Some(format!("the run timed out after {limit}")),
+                    ..outcome
+                }
+            } else {
+                Outcome {
+                    status: Status::Cancelled,
+                    error: Some("cancelled".into()),
+                    ..outcome
+                }
             }
         } else {
             outcome
