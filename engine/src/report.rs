@@ -268,6 +268,15 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One JUnit test case: a step, or an item of a `for_each` step.
+struct Case {
+    name: String,
+    status: Status,
+    error: Option<String>,
+    ms: u64,
+    item: Option<usize>,
+}
+
 /// The last lines of a step's (or item's) log, for JUnit failures.
 pub type LogTail<'a> = &'a dyn Fn(&StepReport, Option<usize>) -> Option<String>;
 
@@ -279,30 +288,34 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
     let mut failures = 0;
     let mut skipped = 0;
     for s in &r.steps {
-        let units: Vec<(String, Status, Option<String>, u64, Option<usize>)> = if s.items.is_empty()
-        {
-            vec![(
-                s.id.clone(),
-                s.status,
-                s.error.clone(),
-                s.duration_ms.unwrap_or(0),
-                None,
-            )]
+        let units: Vec<Case> = if s.items.is_empty() {
+            vec![Case {
+                name: s.id.clone(),
+                status: s.status,
+                error: s.error.clone(),
+                ms: s.duration_ms.unwrap_or(0),
+                item: None,
+            }]
         } else {
             s.items
                 .iter()
-                .map(|i| {
-                    (
-                        format!("{}[{}]", s.id, i.index),
-                        i.status,
-                        i.error.clone(),
-                        0,
-                        Some(i.index),
-                    )
+                .map(|i| Case {
+                    name: format!("{}[{}]", s.id, i.index),
+                    status: i.status,
+                    error: i.error.clone(),
+                    ms: 0,
+                    item: Some(i.index),
                 })
                 .collect()
         };
-        for (name, status, error, ms, item) in units {
+        for Case {
+            name,
+            status,
+            error,
+            ms,
+            item,
+        } in units
+        {
             tests += 1;
             cases.push_str(&format!(
                 "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\">",
