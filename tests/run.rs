@@ -68,6 +68,31 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Waits (up to 10 s) for the pid a step wrote to `pid`.
+fn wait_for_pid(d: &Dir) -> Option<i32> {
+    for _ in 0..500 {
+        if let Some(p) = std::fs::read_to_string(d.path("pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            return Some(p);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits (up to 2 s) for a process to be gone.
+fn wait_gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        if gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -144,14 +169,7 @@ steps:
         .trim()
         .parse()
         .unwrap();
-    let mut dead = false;
-    for _ in 0..100 {
-        if gone(pid) {
-            dead = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let dead = wait_gone(pid);
     assert!(dead, "sleep {pid} outlived its timed-out step");
 }
 
@@ -475,18 +493,7 @@ finally:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut pid = None;
-    for _ in 0..500 {
-        if let Some(p) = std::fs::read_to_string(d.path("pid"))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            pid = Some(p);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = pid.expect("the step started its sleep");
+    let pid = wait_for_pid(&d).expect("the step started its sleep");
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -498,14 +505,7 @@ finally:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut dead = false;
-    for _ in 0..100 {
-        if gone(pid) {
-            dead = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let dead = wait_gone(pid);
     assert!(dead, "the step's child {pid} survived Ctrl-C");
     assert!(d.path("cleaned").exists(), "`finally` ran");
     let r: Value =
@@ -604,18 +604,7 @@ steps:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut pid = None;
-    for _ in 0..500 {
-        if let Some(p) = std::fs::read_to_string(d.path("pid"))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            pid = Some(p);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sleeper = pid.expect("the second step started");
+    let sleeper = wait_for_pid(&d).expect("the second step started");
     Command::new("kill")
         .args(["-9", &child.id().to_string()])
         .status()

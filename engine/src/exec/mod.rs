@@ -120,6 +120,16 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn skipped(reason: impl Into<String>) -> Self {
+        Outcome {
+            status: Status::Skipped,
+            attempts: 0,
+            result: Value::Null,
+            outputs: IndexMap::new(),
+            error: Some(reason.into()),
+        }
+    }
+
     fn failed(status: Status, attempts: u32, error: String) -> Self {
         Outcome {
             status,
@@ -566,19 +576,7 @@ impl<'a> Executor<'a> {
             _ => None,
         };
         if let Some(reason) = skip_reason {
-            return self.finish(
-                ri,
-                &step.id,
-                phase,
-                Outcome {
-                    status: Status::Skipped,
-                    attempts: 0,
-                    result: Value::Null,
-                    outputs: IndexMap::new(),
-                    error: Some(reason),
-                },
-                None,
-            );
+            return self.finish(ri, &step.id, phase, Outcome::skipped(reason), None);
         }
         let started = Instant::now();
         if let Ok(mut r) = self.shared.report.lock() {
@@ -599,13 +597,7 @@ impl<'a> Executor<'a> {
                         ri,
                         &step.id,
                         phase,
-                        Outcome {
-                            status: Status::Skipped,
-                            attempts: 0,
-                            result: Value::Null,
-                            outputs: IndexMap::new(),
-                            error: Some("`when` is false".into()),
-                        },
+                        Outcome::skipped("`when` is false"),
                         Some(started),
                     );
                 }
@@ -661,13 +653,7 @@ impl<'a> Executor<'a> {
     /// only described what they would do, it skips the step instead ("renders every step it can").
     fn render_failure(&self, message: String) -> Outcome {
         if self.opts.dry_run {
-            Outcome {
-                status: Status::Skipped,
-                attempts: 0,
-                result: Value::Null,
-                outputs: IndexMap::new(),
-                error: Some(format!("dry run: {message}")),
-            }
+            Outcome::skipped(format!("dry run: {message}"))
         } else {
             Outcome::failed(Status::Failed, 0, message)
         }
@@ -842,13 +828,7 @@ impl<'a> Executor<'a> {
                             )
                             .await
                         }
-                        Ok(false) => Outcome {
-                            status: Status::Skipped,
-                            attempts: 0,
-                            result: Value::Null,
-                            outputs: IndexMap::new(),
-                            error: Some("`when` is false".into()),
-                        },
+                        Ok(false) => Outcome::skipped("`when` is false"),
                         Err(d) => self.render_failure(d.short()),
                     }
                 } else {
@@ -1018,11 +998,8 @@ impl<'a> Executor<'a> {
                 // In a dry run, inputs that read unknown outputs cannot be rendered: say so, skip.
                 Err(e) if self.opts.dry_run && e.details.get("render").is_some() => {
                     return Outcome {
-                        status: Status::Skipped,
                         attempts: attempt,
-                        result: Value::Null,
-                        outputs: IndexMap::new(),
-                        error: Some(format!("dry run: {}", e.message)),
+                        ..Outcome::skipped(format!("dry run: {}", e.message))
                     };
                 }
                 Err(e) => {
