@@ -513,7 +513,6 @@ finally:
     assert_eq!(r["status"], "cancelled");
     assert_eq!(step(&r, "long")["status"], "cancelled");
     assert_eq!(step(&r, "cleanup")["status"], "succeeded");
-    let _ = Path::new("");
 }
 
 /// The shipped `runbooks/http-health.yaml` against a real HTTP server on loopback (Python's

@@ -576,7 +576,7 @@ impl<'a> Executor<'a> {
             _ => None,
         };
         if let Some(reason) = skip_reason {
-            return self.finish(ri, &step.id, phase, Outcome::skipped(reason), None);
+            return self.finish(ri, &step.id, Outcome::skipped(reason), None);
         }
         let started = Instant::now();
         if let Ok(mut r) = self.shared.report.lock() {
@@ -596,14 +596,13 @@ impl<'a> Executor<'a> {
                     return self.finish(
                         ri,
                         &step.id,
-                        phase,
                         Outcome::skipped("`when` is false"),
                         Some(started),
                     );
                 }
                 Err(d) => {
                     let outcome = self.render_failure(d.short());
-                    return self.finish(ri, &step.id, phase, outcome, Some(started));
+                    return self.finish(ri, &step.id, outcome, Some(started));
                 }
             }
         }
@@ -646,7 +645,7 @@ impl<'a> Executor<'a> {
                 c.push(local);
             }
         }
-        self.finish(ri, &step.id, phase, outcome, Some(started))
+        self.finish(ri, &step.id, outcome, Some(started))
     }
 
     /// A template that cannot be rendered fails its step; in a dry run, where earlier steps
@@ -722,14 +721,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Records a step's end, updates `steps.<id>`, and tells the observers.
-    fn finish(
-        &self,
-        ri: usize,
-        id: &str,
-        _phase: Phase,
-        o: Outcome,
-        started: Option<Instant>,
-    ) -> Status {
+    fn finish(&self, ri: usize, id: &str, o: Outcome, started: Option<Instant>) -> Status {
         let masker = self.mask();
         let entry;
         {
