@@ -174,12 +174,7 @@ fn execute(
     let registry = registry::registry();
     let validator = Validator::new(&registry);
     let checked = validator.check_file(file, Some(given));
-    let (Some(runbook), Some(doc), Some(params), true) = (
-        &checked.runbook,
-        &checked.document,
-        &checked.params,
-        checked.is_valid(),
-    ) else {
+    let Some((runbook, doc, params)) = checked.runnable() else {
         return print_invalid(&checked);
     };
     let writer = match ReportWriter::new(dir.clone()) {

@@ -219,12 +219,7 @@ async fn nested(
         .unwrap_or_default();
     let validator = Validator::new(exec.registry);
     let checked = validator.check_file(&path, Some(&given));
-    let (Some(runbook), Some(doc), Some(params), true) = (
-        &checked.runbook,
-        &checked.document,
-        &checked.params,
-        checked.is_valid(),
-    ) else {
+    let Some((runbook, doc, params)) = checked.runnable() else {
         let problems: Vec<String> = checked
             .diagnostics
             .iter()

@@ -49,6 +49,15 @@ impl Checked {
     pub fn is_valid(&self) -> bool {
         self.diagnostics.is_empty()
     }
+
+    /// What a run needs, when the runbook is valid and params were given: the runbook, its
+    /// document (for locating render errors) and the params to run with.
+    pub fn runnable(&self) -> Option<(&Runbook, &Document, &IndexMap<String, Value>)> {
+        match (&self.runbook, &self.document, &self.params) {
+            (Some(r), Some(d), Some(p)) if self.is_valid() => Some((r, d, p)),
+            _ => None,
+        }
+    }
 }
 
 /// Checks runbooks against the format and a registry of actions. Build it once and check many
