@@ -68,6 +68,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Starts `opsbook run rb.yaml --report-dir out` in `d` without waiting for it.
+fn spawn_run(d: &Dir, stdout: Stdio, stderr: Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_opsbook"))
+        .args(["run", "rb.yaml", "--report-dir", "out"])
+        .current_dir(&d.0)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (up to 10 s) for the pid a step wrote to `pid`.
 fn wait_for_pid(d: &Dir) -> Option<i32> {
     for _ in 0..500 {
@@ -485,14 +497,7 @@ finally:
     with: {command: "touch cleaned"}
 "#,
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_opsbook"))
-        .args(["run", "rb.yaml", "--report-dir", "out"])
-        .current_dir(&d.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&d, Stdio::piped(), Stdio::piped());
     let pid = wait_for_pid(&d).expect("the step started its sleep");
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -595,20 +600,12 @@ steps:
     with: {command: "echo {{ steps.first.outputs.said | shquote }} > third-saw"}
 "#,
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_opsbook"))
-        .args(["run", "rb.yaml", "--report-dir", "out"])
-        .current_dir(&d.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&d, Stdio::null(), Stdio::null());
     let sleeper = wait_for_pid(&d).expect("the second step started");
     Command::new("kill")
         .args(["-9", &child.id().to_string()])
         .status()
         .unwrap();
-    let mut child = child;
     let _ = child.wait();
     // The orphaned sleep of the killed run.
     let _ = Command::new("kill")

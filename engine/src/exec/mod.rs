@@ -119,7 +119,26 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// What the report keeps of an outcome: result, outputs and error, masked.
+struct Masked {
+    result: Value,
+    outputs: IndexMap<String, Value>,
+    error: Option<String>,
+}
+
 impl Outcome {
+    fn masked(&self, masker: &Masker) -> Masked {
+        Masked {
+            result: masker.mask_value(&self.result),
+            outputs: self
+                .outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), masker.mask_value(v)))
+                .collect(),
+            error: self.error.as_deref().map(|e| masker.mask(e)),
+        }
+    }
+
     fn skipped(reason: impl Into<String>) -> Self {
         Outcome {
             status: Status::Skipped,
@@ -731,13 +750,10 @@ impl<'a> Executor<'a> {
             let s = &mut r.steps[ri];
             s.status = o.status;
             s.attempts = s.attempts.max(o.attempts);
-            s.result = masker.mask_value(&o.result);
-            s.outputs = o
-                .outputs
-                .iter()
-                .map(|(k, v)| (k.clone(), masker.mask_value(v)))
-                .collect();
-            s.error = o.error.as_deref().map(|e| masker.mask(e));
+            let masked = o.masked(&masker);
+            s.result = masked.result;
+            s.outputs = masked.outputs;
+            s.error = masked.error;
             s.finished_at = Some(now());
             s.duration_ms = started.map(|t| t.elapsed().as_millis() as u64);
             if s.started_at.is_none() {
@@ -831,13 +847,10 @@ impl<'a> Executor<'a> {
                     if let Some(it) = r.steps[ri].items.get_mut(index) {
                         it.status = outcome.status;
                         it.attempts = outcome.attempts;
-                        it.result = masker.mask_value(&outcome.result);
-                        it.outputs = outcome
-                            .outputs
-                            .iter()
-                            .map(|(k, v)| (k.clone(), masker.mask_value(v)))
-                            .collect();
-                        it.error = outcome.error.as_deref().map(|e| masker.mask(e));
+                        let masked = outcome.masked(masker);
+                        it.result = masked.result;
+                        it.outputs = masked.outputs;
+                        it.error = masked.error;
                     }
                 }
                 outcome
@@ -1181,8 +1194,9 @@ impl<'a> Executor<'a> {
                 let s = &mut r.steps[ri];
                 s.status = outcome.status;
                 s.attempts = outcome.attempts;
-                s.result = masker.mask_value(&outcome.result);
-                s.error = outcome.error.as_deref().map(|e| masker.mask(e));
+                let masked = outcome.masked(&masker);
+                s.result = masked.result;
+                s.error = masked.error;
                 s.finished_at = Some(now());
                 s.duration_ms = Some(started.elapsed().as_millis() as u64);
             }
