@@ -59,6 +59,7 @@ fn run(label: &str, text: String, steps: usize, registry: &Registry) {
         interactive: false,
         cancel: CancellationToken::new(),
         resume: None,
+        resources: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::resources::{InventorySource, RunResources};
+
 /// What an action is: its name, its documentation and the shape of its input and output.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionSpec {
@@ -30,6 +32,10 @@ pub struct ActionSpec {
     pub output_schema: Value,
     /// What the action does under `--dry-run`.
     pub dry_run: DryRun,
+    /// Names the action binds once per target (`host` for `ssh.*`): templates in `with:` that
+    /// read them are rendered by the action, once per target, through [`StepContext::per_target`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
 }
 
 /// What an action does under `--dry-run`.
@@ -66,7 +72,14 @@ impl ActionSpec {
             input_schema: schema_for::<I>(),
             output_schema: schema_for::<O>(),
             dry_run: DryRun::Describe,
+            binds: Vec::new(),
         }
+    }
+
+    /// Declares a name the action binds per target (see [`ActionSpec::binds`]).
+    pub fn binding(mut self, name: &str) -> Self {
+        self.binds.push(name.to_string());
+        self
     }
 
     /// Marks the action as able to ask the real system in `--dry-run`.
@@ -126,6 +139,10 @@ impl ActionError {
     pub fn cancelled() -> Self {
         Self::of(ErrorKind::Cancelled, "cancelled")
     }
+    /// The step was cancelled, with what was cut short.
+    pub fn cancelled_with(message: impl Into<String>) -> Self {
+        Self::of(ErrorKind::Cancelled, message)
+    }
     fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
         ActionError {
             kind,
@@ -144,6 +161,107 @@ impl ActionError {
 pub trait LogSink: Send + Sync {
     /// One line of output (without its newline).
     fn line(&self, stream: LogStream, line: &str);
+
+    /// The outcome of one target of the step (a host of an SSH step): the report keeps it and
+    /// JUnit makes a test case of it. A later case of the same name replaces an earlier one (a
+    /// retried attempt). The default drops it.
+    fn case(&self, case: TargetCase) {
+        let _ = case;
+    }
+}
+
+/// The outcome of one target of a step, for the report and JUnit.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct TargetCase {
+    /// The target (`web1`).
+    pub name: String,
+    /// `succeeded`, `failed`, `unreachable`, `cancelled` or `skipped`.
+    pub status: String,
+    /// Wall time on this target.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Why it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The end of its output, for a failure's details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The `for_each` item it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+}
+
+impl TargetCase {
+    /// Whether the case counts as a failure in JUnit.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "failed" | "unreachable" | "cancelled" | "timed_out"
+        )
+    }
+}
+
+/// Templates of `with:` that read a name the action binds per target: the engine leaves them
+/// unrendered and the action renders them once per target with [`PerTarget::render`].
+pub struct PerTarget {
+    /// (JSON pointer inside `with`, template text, where it is written for messages).
+    fields: Vec<(String, String, String)>,
+    scope: minijinja::Value,
+}
+
+impl PerTarget {
+    /// Deferred fields of one step call.
+    pub fn new(fields: Vec<(String, String, String)>, scope: minijinja::Value) -> Self {
+        PerTarget { fields, scope }
+    }
+
+    /// JSON pointers (inside `with`) of the fields left unrendered.
+    pub fn pointers(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(p, _, _)| p.as_str())
+    }
+
+    /// Whether nothing was deferred.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// `input` with the deferred fields rendered, `name` bound to `value` (`host` to
+    /// `{"name": "web1", "vars": {...}}`).
+    pub fn render(&self, input: &Value, name: &str, value: &Value) -> Result<Value, String> {
+        let mut out = input.clone();
+        if self.fields.is_empty() {
+            return Ok(out);
+        }
+        let mut map: std::collections::BTreeMap<String, minijinja::Value> = self
+            .scope
+            .try_iter()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| {
+                let v = self.scope.get_item(&k).ok()?;
+                Some((k.as_str()?.to_string(), v))
+            })
+            .collect();
+        map.insert(name.to_string(), crate::template::to_template_value(value));
+        let scope = minijinja::Value::from(map);
+        for (ptr, text, location) in &self.fields {
+            let rendered = crate::template::render_str(crate::template::shared(), text, &scope)
+                .map_err(|e| {
+                    let detail = match (e.kind(), e.detail()) {
+                        (minijinja::ErrorKind::UndefinedError, _) => {
+                            "a value it reads is undefined".to_string()
+                        }
+                        (_, Some(d)) => d.to_string(),
+                        (kind, None) => kind.to_string(),
+                    };
+                    format!("cannot render {location}: {detail}")
+                })?;
+            if let Some(slot) = out.pointer_mut(ptr) {
+                *slot = rendered;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Which stream a log line came from.
@@ -180,6 +298,13 @@ pub struct StepContext {
     pub cwd: PathBuf,
     /// Where log lines go.
     pub log: Arc<dyn LogSink>,
+    /// What the run shares between steps: plugin state (connections, clients) and the
+    /// `--inventory` override.
+    pub resources: Arc<RunResources>,
+    /// The inventory of the step's runbook (`inventory:`, or `--inventory`).
+    pub inventory: Option<Arc<InventorySource>>,
+    /// Templates of `with:` left for the action to render once per target.
+    pub per_target: Option<Arc<PerTarget>>,
 }
 
 impl StepContext {
@@ -192,6 +317,9 @@ impl StepContext {
             env: IndexMap::new(),
             cwd: PathBuf::from("."),
             log: Arc::new(NullSink),
+            resources: Arc::new(RunResources::default()),
+            inventory: None,
+            per_target: None,
         }
     }
 }
@@ -275,5 +403,40 @@ impl Registry {
     /// All names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn per_target_fields_render_with_the_bound_name_and_the_step_scope() {
+        let scope = minijinja::context! {
+            params => crate::template::to_template_value(&json!({"svc": "nginx"})),
+        };
+        let p = PerTarget::new(
+            vec![(
+                "/command".into(),
+                "restart {{ params.svc }} on {{ host.vars.zone }}".into(),
+                "`with.command`".into(),
+            )],
+            scope,
+        );
+        let input = json!({"hosts": "all", "command": "raw"});
+        let out = p
+            .render(
+                &input,
+                "host",
+                &json!({"name": "h1", "vars": {"zone": "eu"}}),
+            )
+            .unwrap();
+        assert_eq!(out["command"], "restart nginx on eu");
+        assert_eq!(out["hosts"], "all");
+        let err = p
+            .render(&input, "host", &json!({"name": "h1", "vars": {}}))
+            .unwrap_err();
+        assert!(err.contains("`with.command`"), "{err}");
     }
 }

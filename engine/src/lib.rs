@@ -12,6 +12,7 @@ pub mod graph;
 pub mod model;
 pub mod render;
 pub mod report;
+pub mod resources;
 pub mod schema;
 pub mod secrets;
 pub mod source;
@@ -20,8 +21,9 @@ pub mod template;
 pub mod validate;
 pub mod yaml;
 
-pub use action::{Action, ActionError, ActionSpec, Registry, StepContext};
+pub use action::{Action, ActionError, ActionSpec, Registry, StepContext, TargetCase};
 pub use diag::{Code, Diagnostic};
 pub use model::Runbook;
+pub use resources::{InventorySource, RunResources, RunState};
 pub use source::{Source, Span};
 pub use validate::{Checked, Validator};

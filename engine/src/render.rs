@@ -47,6 +47,107 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// Renders the value at `pointer` like [`Renderer::render`], except strings that read one of
+    /// `binds` (names an action binds per target, such as `host`): those stay as they are, and
+    /// come back as (pointer relative to `pointer`, text, where it is written) for the action
+    /// to render once per target ([`crate::action::PerTarget`]).
+    #[allow(clippy::type_complexity)]
+    pub fn render_deferring(
+        &self,
+        pointer: &str,
+        scope: &minijinja::Value,
+        binds: &[String],
+    ) -> Result<(Value, Vec<(String, String, String)>), Box<Diagnostic>> {
+        let Some(v) = self.doc.value.pointer(pointer) else {
+            return Ok((Value::Null, Vec::new()));
+        };
+        let mut deferred = Vec::new();
+        let out =
+            self.walk_deferring(v, pointer, pointer.to_string(), scope, binds, &mut deferred)?;
+        Ok((out, deferred))
+    }
+
+    fn walk_deferring(
+        &self,
+        v: &Value,
+        base: &str,
+        ptr: String,
+        scope: &minijinja::Value,
+        binds: &[String],
+        deferred: &mut Vec<(String, String, String)>,
+    ) -> Result<Value, Box<Diagnostic>> {
+        Ok(match v {
+            Value::String(s) if self.reads_any(s, binds) => {
+                deferred.push((
+                    ptr[base.len()..].to_string(),
+                    s.clone(),
+                    self.describe_at(&ptr),
+                ));
+                v.clone()
+            }
+            Value::String(s) => self
+                .render_one(s, scope)
+                .map_err(|e| self.error(&ptr, s, &e))?,
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        self.walk_deferring(
+                            item,
+                            base,
+                            format!("{ptr}/{i}"),
+                            scope,
+                            binds,
+                            deferred,
+                        )
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (k, item) in map {
+                    let p = format!("{ptr}/{}", escape_pointer_token(k));
+                    out.insert(
+                        k.clone(),
+                        self.walk_deferring(item, base, p, scope, binds, deferred)?,
+                    );
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// Whether the template `s` reads one of `names` (at the root: `host`, `host.vars.x`).
+    fn reads_any(&self, s: &str, names: &[String]) -> bool {
+        let read = match template::classify(s) {
+            template::Kind::Literal => return false,
+            template::Kind::Expression(expr, _) => template::check_expression(self.env, expr),
+            template::Kind::Text => template::check_template(self.env, s),
+        };
+        read.is_ok_and(|read| {
+            read.iter().any(|r| {
+                let root = r.split(['.', '[']).next().unwrap_or(r);
+                names.iter().any(|n| n == root)
+            })
+        })
+    }
+
+    /// "`with.command` of step `x` (file:line:column)", for messages about a field.
+    pub fn describe_at(&self, ptr: &str) -> String {
+        let field = describe_field(&self.doc.value, ptr);
+        match self.doc.value_span(ptr) {
+            Some(span) => format!(
+                "{field} ({}:{}:{})",
+                self.source.name(),
+                span.line,
+                span.column
+            ),
+            None => field,
+        }
+    }
+
     /// Evaluates the bare expression at `pointer` (`when`, `retry.until`) for its truth. A literal
     /// boolean is itself; a missing pointer is true.
     pub fn eval_bool(

@@ -275,6 +275,8 @@ struct Case {
     error: Option<String>,
     ms: u64,
     item: Option<usize>,
+    /// A target's own output (its log lines are part of the step's log).
+    output: Option<String>,
 }
 
 /// The last lines of a step's (or item's) log, for JUnit failures.
@@ -288,13 +290,40 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
     let mut failures = 0;
     let mut skipped = 0;
     for s in &r.steps {
-        let units: Vec<Case> = if s.items.is_empty() {
+        let units: Vec<Case> = if !s.cases.is_empty() {
+            // One case per target (host), plus the step itself when it failed before or
+            // after reaching its targets.
+            s.cases
+                .iter()
+                .map(|c| Case {
+                    name: match c.item {
+                        Some(i) => format!("{}[{i}][{}]", s.id, c.name),
+                        None => format!("{}[{}]", s.id, c.name),
+                    },
+                    status: match c.status.as_str() {
+                        "succeeded" => Status::Succeeded,
+                        "skipped" => Status::Skipped,
+                        "cancelled" => Status::Cancelled,
+                        _ => Status::Failed,
+                    },
+                    error: c
+                        .message
+                        .clone()
+                        .map(|m| format!("{}: {m}", c.status))
+                        .or_else(|| c.is_failure().then(|| c.status.clone())),
+                    ms: c.duration_ms,
+                    item: c.item,
+                    output: c.output.clone(),
+                })
+                .collect()
+        } else if s.items.is_empty() {
             vec![Case {
                 name: s.id.clone(),
                 status: s.status,
                 error: s.error.clone(),
                 ms: s.duration_ms.unwrap_or(0),
                 item: None,
+                output: None,
             }]
         } else {
             s.items
@@ -305,6 +334,7 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
                     error: i.error.clone(),
                     ms: 0,
                     item: Some(i.index),
+                    output: None,
                 })
                 .collect()
         };
@@ -314,6 +344,7 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
             error,
             ms,
             item,
+            output,
         } in units
         {
             tests += 1;
@@ -328,7 +359,8 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
                 Status::Failed | Status::TimedOut | Status::Cancelled => {
                     failures += 1;
                     let msg = error.unwrap_or_else(|| status.as_str().to_string());
-                    let body = match log_tail(s, item) {
+                    let tail = output.or_else(|| log_tail(s, item));
+                    let body = match tail {
                         Some(tail) => format!("{msg}\n\nlast lines of the log:\n{tail}"),
                         None => msg.clone(),
                     };

@@ -10,7 +10,7 @@ use opsbook_engine::exec::state::{RunReport, Status};
 use opsbook_engine::exec::{new_run_id, Executor, RunOptions};
 use opsbook_engine::report::{load_run, summary_markdown, ReportWriter};
 use opsbook_engine::validate::{parse_assignment, GivenParam, GivenParams};
-use opsbook_engine::{Checked, Validator};
+use opsbook_engine::{Checked, RunResources, Validator};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{render, ColorChoice, DiagFormat};
@@ -28,6 +28,10 @@ pub const RUNS_DIR: &str = ".opsbook/runs";
 /// Options shared by `run` and `resume`.
 #[derive(clap::Args)]
 pub struct RunFlags {
+    /// An Ansible inventory (YAML or INI) for `ssh.*` steps, instead of the runbook's own
+    /// `inventory:`.
+    #[arg(short = 'i', long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
     /// At most this many actions in flight (over the runbook's `concurrency`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
@@ -202,7 +206,9 @@ fn execute(
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         cancel: cancel.clone(),
         resume,
+        resources: Arc::new(RunResources::with_inventory(flags.inventory.clone())),
     };
+    let resources = opts.resources.clone();
     let verbosity = if flags.quiet {
         0
     } else if flags.verbose {
@@ -244,7 +250,10 @@ fn execute(
             opts,
             observers,
         );
-        exec.run().await
+        let report = exec.run().await;
+        // Close what the steps kept open (SSH masters) before the process ends.
+        resources.close().await;
+        report
     });
     for e in writer.errors() {
         eprintln!("warning: {e}");

@@ -247,6 +247,7 @@ async fn nested(
         interactive: exec.opts.interactive,
         cancel: cx.cancel.clone(),
         resume: None,
+        resources: exec.opts.resources.clone(),
     };
     let observers: Vec<std::sync::Arc<dyn super::event::Observer>> =
         vec![std::sync::Arc::new(Forward {

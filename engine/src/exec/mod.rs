@@ -24,10 +24,13 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{ActionError, ErrorKind, LogSink, LogStream, Registry, StepContext};
+use crate::action::{
+    ActionError, ErrorKind, LogSink, LogStream, PerTarget, Registry, StepContext, TargetCase,
+};
 use crate::graph::{NodeSpec, PhaseGraph};
 use crate::model::{Backoff, Phase, Retry, RunOn, Runbook, Step, When};
 use crate::render::Renderer;
+use crate::resources::{InventorySource, RunResources};
 use crate::secrets::Masker;
 use crate::source::Source;
 use crate::yaml::Document;
@@ -65,6 +68,9 @@ pub struct RunOptions {
     /// Resuming an earlier run: its report (after [`crate::report::load_run`]). Its main steps
     /// that succeeded or were skipped keep their results and do not run again.
     pub resume: Option<RunReport>,
+    /// What the run's steps share (plugin state, `--inventory`). Whoever starts a run closes
+    /// them when it ends ([`RunResources::close`]); a nested runbook shares its parent's.
+    pub resources: Arc<RunResources>,
 }
 
 /// A new run id: UTC time and four hex digits.
@@ -108,6 +114,8 @@ pub struct Executor<'a> {
     /// Set when the run's own `timeout` passed.
     run_timed_out: std::sync::atomic::AtomicBool,
     started: Instant,
+    /// The inventory steps see (`--inventory`, else the runbook's `inventory:`).
+    inventory: Mutex<Option<Arc<InventorySource>>>,
 }
 
 /// What one attempt (or a whole step) came to.
@@ -253,6 +261,7 @@ impl<'a> Executor<'a> {
             kept,
             run_timed_out: Default::default(),
             started: Instant::now(),
+            inventory: Mutex::new(None),
         }
     }
 
@@ -436,6 +445,31 @@ impl<'a> Executor<'a> {
             .map_err(|d| self.mask().mask(&d.short()))?;
         if let Ok(mut e) = self.run_env.lock() {
             *e = env_strings(&env);
+        }
+        let inventory = match (
+            &self.opts.resources.inventory_override,
+            &self.runbook.inventory,
+        ) {
+            (Some(path), _) => Some(InventorySource::File(path.clone())),
+            (None, Some(crate::model::Inventory::Path(_))) => {
+                let path = self
+                    .renderer
+                    .render("/inventory", &self.template_scope(&scope))
+                    .map_err(|d| self.mask().mask(&d.short()))?;
+                let path = path.as_str().unwrap_or_default();
+                Some(InventorySource::File(self.opts.base_dir.join(path)))
+            }
+            (None, Some(crate::model::Inventory::Inline(_))) => {
+                let inline = self
+                    .renderer
+                    .render("/inventory", &self.template_scope(&scope))
+                    .map_err(|d| self.mask().mask(&d.short()))?;
+                Some(InventorySource::Inline(inline))
+            }
+            (None, None) => None,
+        };
+        if let Ok(mut i) = self.inventory.lock() {
+            *i = inventory.map(Arc::new);
         }
         if let Ok(mut b) = self.base_scope.lock() {
             *b = scope
@@ -1050,10 +1084,29 @@ impl<'a> Executor<'a> {
         scope: &minijinja::Value,
         cancel: &CancellationToken,
     ) -> Result<Value, ActionError> {
-        let inputs = self
-            .renderer
-            .render(&format!("{base_ptr}/with"), scope)
-            .map_err(|d| ActionError::permanent(d.short()).with_details(json!({"render": true})))?;
+        let with_ptr = format!("{base_ptr}/with");
+        let binds = self
+            .registry
+            .get(&step.uses)
+            .map(|e| e.spec.binds.as_slice())
+            .unwrap_or_default();
+        let (inputs, per_target) = if binds.is_empty() {
+            let inputs = self.renderer.render(&with_ptr, scope).map_err(|d| {
+                ActionError::permanent(d.short()).with_details(json!({"render": true}))
+            })?;
+            (inputs, None)
+        } else {
+            let (inputs, deferred) = self
+                .renderer
+                .render_deferring(&with_ptr, scope, binds)
+                .map_err(|d| {
+                    ActionError::permanent(d.short()).with_details(json!({"render": true}))
+                })?;
+            (
+                inputs,
+                Some(Arc::new(PerTarget::new(deferred, scope.clone()))),
+            )
+        };
         let inputs = if inputs.is_null() {
             Value::Object(Map::new())
         } else {
@@ -1071,8 +1124,10 @@ impl<'a> Executor<'a> {
             .render(&format!("{base_ptr}/env"), scope)
             .map_err(|d| ActionError::permanent(d.short()))?;
         env.extend(env_strings(&step_env));
-        self.invoke(ri, item, &step.id, &step.uses, inputs, env, scope, cancel)
-            .await
+        self.invoke(
+            ri, item, &step.id, &step.uses, inputs, env, scope, cancel, per_target,
+        )
+        .await
     }
 
     /// Checks the rendered inputs against the action's schema and runs it.
@@ -1087,14 +1142,21 @@ impl<'a> Executor<'a> {
         env: IndexMap<String, String>,
         scope: &minijinja::Value,
         cancel: &CancellationToken,
+        per_target: Option<Arc<PerTarget>>,
     ) -> Result<Value, ActionError> {
         let entry = self
             .registry
             .get(uses)
             .ok_or_else(|| ActionError::permanent(format!("unknown action `{uses}`")))?;
         if let Ok(validator) = entry.input_validator() {
+            // Fields the action renders per target are still templates here.
+            let deferred: HashSet<&str> = per_target
+                .as_deref()
+                .map(|p| p.pointers().collect())
+                .unwrap_or_default();
             let problems: Vec<String> = validator
                 .iter_errors(&inputs)
+                .filter(|e| !deferred.contains(e.instance_path().as_str()))
                 .map(|e| {
                     format!(
                         "{}: {e}",
@@ -1129,6 +1191,9 @@ impl<'a> Executor<'a> {
             env,
             cwd: self.opts.base_dir.clone(),
             log: sink,
+            resources: self.opts.resources.clone(),
+            inventory: self.inventory.lock().ok().and_then(|i| i.clone()),
+            per_target,
         };
         let result = match &entry.action {
             Some(action) => action.run(inputs, &cx).await,
@@ -1242,6 +1307,26 @@ impl LogSink for EventSink {
             stream,
             line,
         });
+    }
+
+    fn case(&self, mut case: TargetCase) {
+        let masker = self.shared.mask();
+        case.name = masker.mask(&case.name);
+        case.message = case.message.map(|m| masker.mask(&m));
+        case.output = case.output.map(|o| masker.mask(&o));
+        case.item = self.item;
+        if let Ok(mut r) = self.shared.report.lock() {
+            if let Some(step) = r.steps.get_mut(self.ri) {
+                match step
+                    .cases
+                    .iter_mut()
+                    .find(|c| c.name == case.name && c.item == case.item)
+                {
+                    Some(slot) => *slot = case,
+                    None => step.cases.push(case),
+                }
+            }
+        }
     }
 }
 

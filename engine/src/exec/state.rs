@@ -4,6 +4,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::action::TargetCase;
+
 /// A step's (or a run's) status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +128,9 @@ pub struct StepReport {
     /// The items of a `for_each` step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemReport>,
+    /// One entry per target of an action that reports targets (the hosts of an SSH step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<TargetCase>,
 }
 
 impl StepReport {
@@ -147,6 +152,7 @@ impl StepReport {
             error: None,
             log: None,
             items: Vec::new(),
+            cases: Vec::new(),
         }
     }
 }

@@ -45,6 +45,13 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// One environment for the whole process, for templates rendered outside a runbook's renderer
+/// (per-target fields of an action).
+pub fn shared() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(environment)
+}
+
 /// Turns data into a template value.
 pub fn to_template_value<T: serde::Serialize>(v: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))

@@ -39,12 +39,14 @@ enum StepsVisible {
 
 /// What is in scope for one template.
 #[derive(Clone, Copy)]
-struct Scope {
+struct Scope<'s> {
     /// `vars` declared before this index are visible (`usize::MAX`: all).
     vars_before: usize,
     steps: StepsVisible,
     item: bool,
     result: bool,
+    /// Names the step's action binds per target (`host` in `ssh.*` inputs).
+    binds: &'s [String],
 }
 
 /// How a string is read.
@@ -61,6 +63,7 @@ pub(crate) fn check(cx: &mut Cx<'_>, steps: &Steps<'_>) {
         steps: StepsVisible::None,
         item: false,
         result: false,
+        binds: &[],
     };
 
     if let Some(vars) = root.get("vars").and_then(Value::as_object) {
@@ -80,6 +83,9 @@ pub(crate) fn check(cx: &mut Cx<'_>, steps: &Steps<'_>) {
     }
     if let Some(env) = root.get("env") {
         walk(cx, steps, env, "/env", none);
+    }
+    if let Some(inventory) = root.get("inventory") {
+        walk(cx, steps, inventory, "/inventory", none);
     }
     if let Some(outputs) = root.get("outputs") {
         let scope = Scope {
@@ -121,13 +127,26 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
         },
         item: has_items,
         result: false,
+        binds: &[],
     };
     let p = &s.ptr;
     if let Some(with) = s.get("with") {
-        if s.get("uses").and_then(Value::as_str) == Some("assert") {
+        let uses = s.get("uses").and_then(Value::as_str);
+        if uses == Some("assert") {
             check_assert(cx, steps, with, &format!("{p}/with"), base);
         } else {
-            walk(cx, steps, with, &format!("{p}/with"), base);
+            let registry = cx.v.registry;
+            let binds = uses
+                .and_then(|u| registry.get(u))
+                .map(|e| e.spec.binds.as_slice())
+                .unwrap_or_default();
+            walk(
+                cx,
+                steps,
+                with,
+                &format!("{p}/with"),
+                Scope { binds, ..base },
+            );
         }
     }
     if let Some(env) = s.get("env") {
@@ -182,10 +201,22 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
             ..base
         };
         if let Some(with) = rb.get("with") {
-            if rb.get("uses").and_then(Value::as_str) == Some("assert") {
+            let uses = rb.get("uses").and_then(Value::as_str);
+            if uses == Some("assert") {
                 check_assert(cx, steps, with, &format!("{p}/rollback/with"), scope);
             } else {
-                walk(cx, steps, with, &format!("{p}/rollback/with"), scope);
+                let registry = cx.v.registry;
+                let binds = uses
+                    .and_then(|u| registry.get(u))
+                    .map(|e| e.spec.binds.as_slice())
+                    .unwrap_or_default();
+                walk(
+                    cx,
+                    steps,
+                    with,
+                    &format!("{p}/rollback/with"),
+                    Scope { binds, ..scope },
+                );
             }
         }
         if let Some(env) = rb.get("env") {
@@ -208,7 +239,7 @@ fn check_step(cx: &mut Cx<'_>, steps: &Steps<'_>, gi: usize, s: &StepInfo<'_>) {
 }
 
 /// `assert`'s `that:` holds bare expressions; its other inputs are templates.
-fn check_assert(cx: &mut Cx<'_>, steps: &Steps<'_>, with: &Value, ptr: &str, scope: Scope) {
+fn check_assert(cx: &mut Cx<'_>, steps: &Steps<'_>, with: &Value, ptr: &str, scope: Scope<'_>) {
     let Some(obj) = with.as_object() else {
         walk(cx, steps, with, ptr, scope);
         return;
@@ -236,7 +267,7 @@ fn check_assert(cx: &mut Cx<'_>, steps: &Steps<'_>, with: &Value, ptr: &str, sco
     }
 }
 
-fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope) {
+fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope<'_>) {
     match v {
         Value::String(s) => check_one(cx, steps, s, ptr, scope, Mode::Template),
         Value::Array(items) => {
@@ -259,7 +290,7 @@ fn walk(cx: &mut Cx<'_>, steps: &Steps<'_>, v: &Value, ptr: &str, scope: Scope) 
     }
 }
 
-fn check_one(cx: &mut Cx<'_>, steps: &Steps<'_>, s: &str, ptr: &str, scope: Scope, mode: Mode) {
+fn check_one(cx: &mut Cx<'_>, steps: &Steps<'_>, s: &str, ptr: &str, scope: Scope<'_>, mode: Mode) {
     // Generated runbooks repeat the same templates many times: compile each text once.
     let cache = &mut cx.templates[usize::from(mode == Mode::Expression)];
     let result = match cache.get(s) {
@@ -332,7 +363,7 @@ fn check_names(
     steps: &Steps<'_>,
     s: &str,
     ptr: &str,
-    scope: Scope,
+    scope: Scope<'_>,
     names: &[String],
 ) {
     let mut reported: HashSet<String> = HashSet::new();
@@ -412,6 +443,7 @@ fn check_names(
                 (Code::UnknownName, message, Some("to read a step's result, use `steps.<id>.result`".into()), "result".to_string())
             }),
             other if cx.v.globals.contains(other) => None,
+            other if scope.binds.iter().any(|b| b == other) => None,
             other => {
                 let mut in_scope = vec!["params", "vars", "env", "secrets", "run"];
                 if !matches!(scope.steps, StepsVisible::None) {
@@ -423,6 +455,7 @@ fn check_names(
                 if scope.result {
                     in_scope.push("result");
                 }
+                in_scope.extend(scope.binds.iter().map(String::as_str));
                 let declared_as = ["params", "vars", "secrets"].into_iter().find(|section| {
                     cx.root.get(*section).and_then(Value::as_object).is_some_and(|m| m.contains_key(other))
                 });

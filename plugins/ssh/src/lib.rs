@@ -1,10 +1,232 @@
-//! The SSH plugin. This first part reads inventories: Ansible's YAML and INI formats, with
-//! groups, children, group and host vars, `ansible_host`/`ansible_port`/`ansible_user`/
-//! `ansible_ssh_private_key_file`, numeric host ranges (`web[01:20]`), and host patterns
-//! (`web`, `web:&prod`, `all:!db`, `web*`). The `ssh.run`, `ssh.copy` and `ssh.fetch` actions
-//! build on it.
+//! The SSH plugin: `ssh.run`, `ssh.copy` and `ssh.fetch` on fleets of hosts.
+//!
+//! - Hosts come from Ansible inventories, YAML or INI ([`inventory`]), selected by patterns
+//!   (`web`, `web:&prod`, `all:!db`, `web*`), or are given by name or address.
+//! - Connections are OpenSSH ControlMasters, one per host per run, shared by every step and
+//!   command ([`conn`]); host keys are checked strictly unless a step opts out.
+//! - Steps fan out over hosts with `forks`, `serial` batches, a `canary` batch and
+//!   `max_fail_percentage` ([`rollout`]), and report one result (and one JUnit case) per host.
 
+pub mod conn;
+pub mod input;
 pub mod inventory;
 mod pattern;
+pub mod remote;
+pub mod rollout;
+mod run;
+mod transfer;
+
+use opsbook_engine::action::{ActionError, Registry, StepContext};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 pub use inventory::{Host, Inventory, InventoryError};
+
+/// Adds the `ssh.*` actions.
+pub fn register(registry: &mut Registry) {
+    registry.register(run::SshRun);
+    registry.register(transfer::SshCopy);
+    registry.register(transfer::SshFetch);
+}
+
+/// Documentation shared by the `ssh.*` actions.
+const FLEET_DOC: &str = "\
+Hosts: `hosts` takes inventory patterns (`web`, `web:&prod`, `all:!db`, `web*`), names or \
+addresses, comma-separated or as a list. The inventory is the runbook's `inventory:` (Ansible YAML \
+or INI) or `--inventory`; `ansible_host`, `ansible_port`, `ansible_user` and \
+`ansible_ssh_private_key_file` are honoured, and the step's own `user`, `port` and \
+`identity_file` win over them. Templates in `with:` may read `host` (`host.name`, \
+`host.address`, `host.vars.<var>`): they are rendered once per host.\n\n\
+Connections: the system's OpenSSH client, one ControlMaster per host per run, reused by every \
+step; `~/.ssh/config` and ssh-agent apply. Host keys are checked strictly against known_hosts; \
+`host_key_checking: accept-new` adds unknown hosts, `off` checks nothing and warns. A host that \
+cannot be reached within `connect_timeout` (default 10s) is `unreachable`.\n\n\
+Rollout: `forks` hosts in flight (default 20); `serial` runs batches one after another (a count, \
+a percentage such as `\"25%\"`, or a list whose last size repeats); `canary: N` runs the first \
+N hosts alone first. When more than `max_fail_percentage` (default 0) of a batch's hosts fail, \
+later batches are not started and their hosts are `skipped`. The step fails when the rollout \
+stopped or more than `max_fail_percentage` of all hosts failed; `max_fail_percentage: 100` makes \
+a probe whose failures are data.\n\n\
+Result: `hosts` (one entry per host: `host`, `address`, `status` = succeeded | failed | \
+unreachable | cancelled | skipped, `exit_code`, `stdout`, `stderr`, `duration_ms`, `error`, \
+`batch`), `totals`, `succeeded_hosts`, `failed_hosts`, `unreachable_hosts`, `batches`, `stopped`. \
+Log lines start with the host's name; junit.xml has a test case per host.\n\n\
+Cancellation and `timeout` stop the remote process group (TERM, then KILL), through sudo for \
+`become` commands; the result says which hosts were cut short.";
+
+const RUN_DOC: &str =
+    "`command` runs through the remote `/bin/sh -c` (quote template values with `| shquote`); \
+`args` runs a program with each argument quoted, so data never becomes code; `script` uploads \
+inline text or a local `{file: path}` to a temporary file on the host, runs it (with `args` as \
+its arguments) and removes it. `env` and `cwd` apply on the host; `become: true` runs through \
+`sudo -n` (as `become_user`, default root) and fails clearly when sudo wants a password. \
+`expect_exit` lists the exit codes that count as success (default `[0]`). \
+`--dry-run` connects to every host (reachability) and, with `become`, asks sudo whether it \
+would run without a password; the command itself is not run.";
+
+/// An action's documentation followed by the shared part.
+fn doc(own: &str) -> String {
+    format!("{own}\n\n{FLEET_DOC}")
+}
+
+/// What every `ssh.*` step returns.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FleetOutput {
+    /// One entry per host, in inventory order.
+    pub hosts: Vec<HostEntry>,
+    /// Counts by status.
+    pub totals: Totals,
+    /// Names of the hosts that succeeded.
+    pub succeeded_hosts: Vec<String>,
+    /// Names of the hosts whose command (or transfer) failed.
+    pub failed_hosts: Vec<String>,
+    /// Names of the hosts that could not be reached.
+    pub unreachable_hosts: Vec<String>,
+    /// How many batches the rollout had.
+    pub batches: usize,
+    /// Why the rollout stopped early (null when it did not).
+    pub stopped: Option<String>,
+}
+
+/// One host's entry in [`FleetOutput`].
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HostEntry {
+    /// Inventory name.
+    pub host: String,
+    /// Address connected to.
+    pub address: String,
+    /// `succeeded`, `failed`, `unreachable`, `cancelled` or `skipped`.
+    pub status: String,
+    /// Exit code of the command.
+    pub exit_code: Option<i32>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// Wall time on the host.
+    pub duration_ms: u64,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// Its batch (1-based).
+    pub batch: usize,
+}
+
+/// Counts of hosts by status.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Totals {
+    /// All selected hosts.
+    pub hosts: usize,
+    /// Succeeded.
+    pub succeeded: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Unreachable.
+    pub unreachable: usize,
+    /// Cancelled while running.
+    pub cancelled: usize,
+    /// Not started.
+    pub skipped: usize,
+}
+
+/// Typed inputs from JSON, with the serde message on failure.
+fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ActionError> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| ActionError::permanent(format!("invalid input: {e}")))
+}
+
+/// Resolves the hosts and rolls `per_host` out over them.
+async fn fleet(
+    common: &input::Common,
+    cx: &StepContext,
+    per_host: &dyn rollout::PerHost,
+) -> Result<Value, ActionError> {
+    let pool = cx.resources.state(conn::Pool::default);
+    if let Some(p) = &cx.per_target {
+        if p.pointers()
+            .any(|ptr| ptr == "/hosts" || ptr.starts_with("/hosts/"))
+        {
+            return Err(ActionError::permanent(
+                "`hosts` cannot read `host`: it decides which hosts there are",
+            ));
+        }
+    }
+    let targets = rollout::resolve_targets(common, cx, &pool).map_err(ActionError::permanent)?;
+    rollout::rollout(targets, common, cx, &pool, per_host).await
+}
+
+/// A host's result from how its command ended.
+fn finish(
+    mut result: rollout::HostResult,
+    done: remote::Finished,
+    expect_exit: Option<&[i32]>,
+    become_user: Option<&str>,
+) -> rollout::HostResult {
+    use rollout::HostStatus;
+    result.exit_code = done.exit_code;
+    if done.truncated {
+        result.extra.insert("truncated".into(), Value::Bool(true));
+    }
+    match done.stopped {
+        Some(remote::Stop::Cancelled) => {
+            result.status = HostStatus::Cancelled;
+            result.error = Some("cut short: the step was cancelled".into());
+        }
+        Some(remote::Stop::TimedOut(t)) => {
+            result.status = HostStatus::Failed;
+            result.error = Some(format!(
+                "timed out after {}; the remote command was stopped",
+                conn::humanize(t)
+            ));
+        }
+        Some(remote::Stop::Lost(why)) => {
+            result.status = HostStatus::Failed;
+            result.error = Some(format!(
+                "the connection failed while the command ran: {why}"
+            ));
+        }
+        None => {
+            let ok = match done.exit_code {
+                Some(c) => expect_exit.unwrap_or(&[0]).contains(&c),
+                None => false,
+            };
+            if !ok {
+                result.status = HostStatus::Failed;
+                let sudo = become_user.and_then(|u| sudo_problem(&done.stderr, u));
+                result.error = Some(match (sudo, done.exit_code) {
+                    (Some(why), _) => why,
+                    (None, Some(c)) => format!("exit code {c}"),
+                    (None, None) => "the command was killed by a signal".into(),
+                });
+            }
+        }
+    }
+    result.stdout = done.stdout;
+    result.stderr = done.stderr;
+    result
+}
+
+/// A clear message when sudo refused to run the command without a password.
+fn sudo_problem(stderr: &str, user: &str) -> Option<String> {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("sudo: a password is required")
+        || s.contains("sudo: a terminal is required")
+        || s.contains("is not in the sudoers file")
+        || s.contains("is not allowed to execute")
+        || s.contains("may not run sudo")
+    {
+        Some(format!(
+            "become: sudo would not run the command as `{user}` without a password ({}); \
+             give the login user passwordless sudo (NOPASSWD) for it",
+            stderr
+                .lines()
+                .find(|l| l.contains("sudo"))
+                .unwrap_or("")
+                .trim()
+        ))
+    } else if s.contains("sudo: command not found") || s.contains("sudo: not found") {
+        Some("become: sudo is not installed on the host".into())
+    } else {
+        None
+    }
+}
