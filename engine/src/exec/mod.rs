@@ -684,9 +684,18 @@ impl<'a> Executor<'a> {
                     ..outcome
                 }
             } else {
+                // Keep what the action said about being cancelled (which hosts were cut short).
+                let error = match outcome.error {
+                    Some(e)
+                        if outcome.status == Status::Cancelled && e.starts_with("cancelled") =>
+                    {
+                        e
+                    }
+                    _ => "cancelled".into(),
+                };
                 Outcome {
                     status: Status::Cancelled,
-                    error: Some("cancelled".into()),
+                    error: Some(error),
                     ..outcome
                 }
             }

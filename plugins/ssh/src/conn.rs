@@ -6,7 +6,7 @@
 //! the `openssh` crate's native multiplexing client, without a new `ssh` process per command.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub struct ConnKey {
     pub ssh_config: Option<PathBuf>,
     /// `-J`.
     pub jump_hosts: Vec<String>,
+    /// Further ssh options (`KexAlgorithms`, `Ciphers` …), as `ssh_config` lines before the
+    /// user's own configuration.
+    pub options: Vec<(String, String)>,
 }
 
 impl ConnKey {
@@ -198,8 +201,14 @@ impl Pool {
         if key.checking == HostKeyChecking::Off {
             b.user_known_hosts_file("/dev/null");
         }
-        if let Some(f) = &key.ssh_config {
-            b.config_file(f);
+        match (key.options.is_empty(), &key.ssh_config) {
+            (true, Some(f)) => {
+                b.config_file(f);
+            }
+            (true, None) => {}
+            (false, user_config) => {
+                b.config_file(self.options_config(&key.options, user_config.as_deref())?);
+            }
         }
         if !key.jump_hosts.is_empty() {
             b.jump_hosts(key.jump_hosts.iter());
@@ -220,6 +229,59 @@ impl Pool {
                 ),
             }),
         }
+    }
+}
+
+impl Pool {
+    /// An ssh_config file with `options` first (in ssh_config the first value of an option
+    /// wins), then the user's configuration (`ssh_config`, or ~/.ssh/config and the system's).
+    fn options_config(
+        &self,
+        options: &[(String, String)],
+        user_config: Option<&Path>,
+    ) -> Result<PathBuf, ConnectError> {
+        let fail = |message: String| ConnectError { message };
+        let mut text = String::from("# written by opsbook for `ssh_options`\n");
+        for (k, v) in options {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(fail(format!(
+                    "`ssh_options`: `{k}` is not an ssh option name"
+                )));
+            }
+            if v.contains(['\n', '\r']) {
+                return Err(fail(format!(
+                    "`ssh_options`: the value of `{k}` has a line break"
+                )));
+            }
+            text.push_str(&format!("{k} {v}\n"));
+        }
+        match user_config {
+            Some(f) => text.push_str(&format!("Include \"{}\"\n", f.display())),
+            None => {
+                if let Some(home) = std::env::var_os("HOME") {
+                    let user = Path::new(&home).join(".ssh/config");
+                    text.push_str(&format!("Include \"{}\"\n", user.display()));
+                }
+                text.push_str("Include /etc/ssh/ssh_config\n");
+            }
+        }
+        let dir = self
+            .control_dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_else(std::env::temp_dir);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&text, &mut h);
+        let path = dir.join(format!("config-{:016x}", std::hash::Hasher::finish(&h)));
+        if !path.exists() {
+            std::fs::write(&path, &text).map_err(|e| {
+                fail(format!(
+                    "cannot write an ssh config in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(path)
     }
 }
 

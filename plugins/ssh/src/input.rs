@@ -46,8 +46,9 @@ pub enum HostKeyChecking {
 pub enum BatchSize {
     /// A number of hosts.
     Count(#[schemars(range(min = 1))] u32),
-    /// A percentage of the hosts, such as `"25%"`, rounded down, at least one host.
-    Percent(#[schemars(pattern(r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"))] String),
+    /// A percentage of the hosts, such as `"25%"`, rounded down, at least one host (or a
+    /// count as text, as a template renders it).
+    Percent(#[schemars(pattern(r"^\s*[0-9]+(\.[0-9]+)?\s*%?\s*$"))] String),
 }
 
 impl BatchSize {
@@ -56,11 +57,21 @@ impl BatchSize {
         match self {
             BatchSize::Count(n) => Ok((*n as usize).max(1)),
             BatchSize::Percent(p) => {
-                let pct: f64 =
-                    p.trim().trim_end_matches('%').trim().parse().map_err(|_| {
-                        format!("`serial: {p}` is not a percentage such as \"25%\"")
-                    })?;
-                Ok(((total as f64 * pct / 100.0).floor() as usize).max(1))
+                let text = p.trim();
+                let bad =
+                    || format!("`serial: {p}` is neither a count nor a percentage such as \"25%\"");
+                match text.strip_suffix('%') {
+                    Some(pct) => {
+                        let pct: f64 = pct.trim().parse().map_err(|_| bad())?;
+                        Ok(((total as f64 * pct / 100.0).floor() as usize).max(1))
+                    }
+                    // A count given as text (a rendered template).
+                    None => text
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(bad),
+                }
             }
         }
     }
@@ -89,6 +100,7 @@ pub struct Common {
     pub known_hosts_file: Option<String>,
     pub ssh_config: Option<String>,
     pub jump_hosts: Vec<String>,
+    pub ssh_options: indexmap::IndexMap<String, String>,
     pub connect_timeout: Option<DurationSpec>,
     pub timeout: Option<DurationSpec>,
     pub r#become: bool,
@@ -154,6 +166,10 @@ macro_rules! input_struct {
             /// Jump hosts (ProxyJump), in order: `bastion`, `user@bastion:2222`.
             #[serde(default)]
             pub jump_hosts: Vec<String>,
+            /// More ssh options, as in ssh_config (`{KexAlgorithms: curve25519-sha256}`); they
+            /// come before `ssh_config` (or ~/.ssh/config), so they win over it.
+            #[serde(default)]
+            pub ssh_options: indexmap::IndexMap<String, String>,
             /// How long connecting may take (default 10s).
             #[serde(default)]
             pub connect_timeout: Option<opsbook_engine::model::DurationSpec>,
@@ -202,6 +218,7 @@ macro_rules! input_struct {
                     known_hosts_file: self.known_hosts_file.clone(),
                     ssh_config: self.ssh_config.clone(),
                     jump_hosts: self.jump_hosts.clone(),
+                    ssh_options: self.ssh_options.clone(),
                     connect_timeout: self.connect_timeout,
                     timeout: self.timeout,
                     r#become: self.r#become,

@@ -193,9 +193,11 @@ fn finish(
             if !ok {
                 result.status = HostStatus::Failed;
                 let sudo = become_user.and_then(|u| sudo_problem(&done.stderr, u));
+                let said = last_line(&done.stderr);
                 result.error = Some(match (sudo, done.exit_code) {
                     (Some(why), _) => why,
-                    (None, Some(c)) => format!("exit code {c}"),
+                    (None, Some(c)) if said.is_empty() => format!("exit code {c}"),
+                    (None, Some(c)) => format!("exit code {c}: {said}"),
                     (None, None) => "the command was killed by a signal".into(),
                 });
             }
@@ -204,6 +206,19 @@ fn finish(
     result.stdout = done.stdout;
     result.stderr = done.stderr;
     result
+}
+
+/// The last non-empty line of a command's stderr, cut to 200 characters, for an error message.
+fn last_line(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// A clear message when sudo refused to run the command without a password.

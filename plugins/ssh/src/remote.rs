@@ -237,9 +237,10 @@ async fn stop(session: &Arc<Session>, pgid: Option<u32>, sudo: bool) {
     if pgid <= 1 {
         return;
     }
+    // `kill -SIG -PGID` without `--`: dash's built-in kill does not take `--`.
     let kill = if sudo { "sudo -n kill" } else { "kill" };
     let line = format!(
-        "{kill} -TERM -- -{pgid} 2>/dev/null; sleep 1; {kill} -KILL -- -{pgid} 2>/dev/null; true"
+        "{kill} -TERM -{pgid} 2>/dev/null; sleep 1; {kill} -KILL -{pgid} 2>/dev/null; true"
     );
     let _ = tokio::time::timeout(
         Duration::from_secs(5),

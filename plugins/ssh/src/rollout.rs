@@ -160,6 +160,11 @@ impl Target {
             known_hosts_file: c.known_hosts_file.as_deref().map(path),
             ssh_config: c.ssh_config.as_deref().map(path),
             jump_hosts: c.jump_hosts.clone(),
+            options: c
+                .ssh_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -554,4 +559,58 @@ fn report_host(cx: &StepContext, log: &HostLog, r: &HostResult) {
 fn tail(s: &str, lines: usize) -> String {
     let all: Vec<&str> = s.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::BatchSize;
+
+    fn plan(n: usize, canary: Option<u32>, serial: Option<Serial>) -> Vec<Vec<usize>> {
+        batches(n, canary, serial.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn without_serial_every_host_is_one_batch() {
+        assert_eq!(plan(3, None, None), vec![vec![0, 1, 2]]);
+        assert_eq!(plan(0, None, None), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn serial_counts_percentages_and_lists() {
+        let count = Serial::One(BatchSize::Count(2));
+        assert_eq!(
+            plan(5, None, Some(count)),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
+        // 25% of 10 is 2.5: rounded down to 2, as Ansible does.
+        let pct = Serial::One(BatchSize::Percent("25%".into()));
+        assert_eq!(plan(10, None, Some(pct)).len(), 5);
+        // Never zero hosts per batch.
+        let tiny = Serial::One(BatchSize::Percent("1%".into()));
+        assert_eq!(plan(3, None, Some(tiny)).len(), 3);
+        // A count as text (a rendered template).
+        let text = Serial::One(BatchSize::Percent("2".into()));
+        assert_eq!(plan(4, None, Some(text)).len(), 2);
+        // The last size repeats.
+        let list = Serial::Steps(vec![BatchSize::Count(1), BatchSize::Percent("50%".into())]);
+        assert_eq!(
+            plan(7, None, Some(list)),
+            vec![vec![0], vec![1, 2, 3], vec![4, 5, 6]]
+        );
+        let bad = Serial::One(BatchSize::Percent("half".into()));
+        assert!(batches(4, None, Some(&bad)).unwrap_err().contains("half"));
+    }
+
+    #[test]
+    fn a_canary_batch_comes_first_and_serial_splits_the_rest() {
+        let s = Serial::One(BatchSize::Count(2));
+        assert_eq!(
+            plan(5, Some(1), Some(s)),
+            vec![vec![0], vec![1, 2], vec![3, 4]]
+        );
+        assert_eq!(plan(3, Some(1), None), vec![vec![0], vec![1, 2]]);
+        // A canary as big as the fleet is the only batch.
+        assert_eq!(plan(2, Some(5), None), vec![vec![0, 1]]);
+    }
 }

@@ -404,14 +404,15 @@ impl PerHost for FetchFromHost {
             if name.is_empty() || name == "." || name == ".." {
                 return result.failed(format!("`src: {}` names no file or folder", input.src));
             }
-            let dest: PathBuf = self.cx.cwd.join(&input.dest).join(safe_name(&target.name));
+            let base = std::path::absolute(&self.cx.cwd).unwrap_or_else(|_| self.cx.cwd.clone());
+            let dest: PathBuf = base.join(&input.dest).join(safe_name(&target.name));
             result
                 .extra
                 .insert("dest".into(), json!(dest.display().to_string()));
             let script = format!(
-                "cd -- {} && tar -c -f - -- {}",
-                quote_posix(dir),
-                quote_posix(name)
+                "cd -- {dir} 2>/dev/null || {{ echo \"no folder {dir} on the host\" >&2; exit 2; }}; tar -c -f - -- {name}",
+                dir = quote_posix(dir),
+                name = quote_posix(name)
             );
             let spec = Spec {
                 script: if self.cx.dry_run {
@@ -450,7 +451,7 @@ impl PerHost for FetchFromHost {
                 &spec,
                 None,
                 log,
-                Output::Unpack(dest),
+                Output::Unpack(dest.clone()),
                 common.timeout.map(|t| t.get()),
                 &self.cx.cancel,
             )
@@ -467,10 +468,19 @@ impl PerHost for FetchFromHost {
                 }
                 _ => {}
             }
-            if r.status == crate::rollout::HostStatus::Failed && r.exit_code.is_some() {
-                if let Some(line) = r.stderr.lines().find(|l| l.contains("tar:")) {
-                    r.error = Some(format!("cannot fetch {}: {}", input.src, line.trim()));
+            if r.status != crate::rollout::HostStatus::Succeeded {
+                if r.exit_code.is_some() {
+                    let said = r
+                        .stderr
+                        .lines()
+                        .map(str::trim)
+                        .find(|l| l.contains("tar:") || l.starts_with("no folder"));
+                    if let Some(line) = said {
+                        r.error = Some(format!("cannot fetch {}: {line}", input.src));
+                    }
                 }
+                // Leave no empty folder behind for a host that sent nothing.
+                let _ = std::fs::remove_dir(&dest);
             }
             r
         })
