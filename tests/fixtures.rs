@@ -11,6 +11,7 @@ fn registry() -> Registry {
     let mut r = Registry::new();
     opsbook_engine::builtins::register(&mut r);
     opsbook_shell::register(&mut r);
+    opsbook_ssh::register(&mut r);
     r
 }
 

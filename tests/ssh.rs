@@ -1380,3 +1380,144 @@ steps:
         assert_eq!(a, b, "{} was connected to twice", h.name);
     }
 }
+
+/// The shipped `runbooks/rolling-restart.yaml` against five hosts whose "service" is a state file
+/// per host: only the unhealthy hosts are restarted, one batch at a time; a host that does not
+/// come back stops the rollout. The inventory (INI) carries the whole connection the way Ansible
+/// inventories do: `ansible_user`, `ansible_ssh_private_key_file`, `ansible_ssh_common_args`.
+#[test]
+fn rolling_restart_runbook_restarts_only_unhealthy_hosts_in_batches() {
+    let f = fleet(5);
+    let d = Dir::new("rolling");
+    let r = f.remote_dir();
+    let mut inv = String::from("[web]\n");
+    for h in f.hosts() {
+        inv.push_str(&format!(
+            "{} ansible_host={} ansible_port={}\n",
+            h.name, h.address, h.port
+        ));
+    }
+    inv.push_str(&format!(
+        "[all:vars]\nansible_user={}\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-F {}'\n",
+        f.user(),
+        f.client_key().display(),
+        f.ssh_config().display()
+    ));
+    d.write("inv.ini", &inv);
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/rolling-restart.yaml"),
+    )
+    .unwrap();
+    let state = r.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The "service" is up on a host when `state/up-<host>` exists; a restart logs the host in
+    // `restarts` (with a sequence number) and brings it up, except on hosts listed in `broken`.
+    let check = format!("test -e {}/up-$HOST", state.display());
+    let restart = format!(
+        "echo \"$HOST\" >> {s}/restarts; grep -qx \"$HOST\" {s}/broken 2>/dev/null || touch {s}/up-$HOST",
+        s = state.display()
+    );
+    let params = |batch: &str| -> Vec<String> {
+        [
+            "-i".to_string(),
+            "inv.ini".into(),
+            "-p".into(),
+            "hosts=web".into(),
+            "-p".into(),
+            "become=false".into(),
+            "-p".into(),
+            "wait_seconds=2".into(),
+            "-p".into(),
+            format!("batch={batch}"),
+            "-p".into(),
+            format!("check={check}"),
+            "-p".into(),
+            format!("restart={restart}"),
+        ]
+        .to_vec()
+    };
+    let set_up = |up: &[&str], broken: &[&str]| {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        // The test user writes here.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for h in up {
+            std::fs::write(state.join(format!("up-{h}")), "").unwrap();
+        }
+        std::fs::write(state.join("broken"), broken.join("\n") + "\n").unwrap();
+    };
+
+    // h2 and h4 are down: they alone are restarted, one at a time, and everything ends healthy.
+    set_up(&["h1", "h3", "h5"], &[]);
+    let args = params("1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, report, o) = run(&d, &shipped, &args);
+    assert_eq!(code, 0, "{}", text(&o));
+    let s = step(&report, "check");
+    assert_eq!(
+        s["outputs"]["unhealthy"],
+        serde_json::json!(["h2", "h4"]),
+        "{s}"
+    );
+    let s = step(&report, "restart");
+    assert_eq!(s["result"]["batches"], 2, "{s}");
+    assert_eq!(host(s, "h2")["batch"], 1);
+    assert_eq!(host(s, "h4")["batch"], 2);
+    assert_eq!(read(&state.join("restarts")), "h2\nh4\n");
+    assert_eq!(step(&report, "verify")["status"], "succeeded");
+    assert_eq!(
+        report["outputs"]["restarted"],
+        serde_json::json!(["h2", "h4"])
+    );
+
+    // h1, h3 and h5 are down and h3 does not come back: h1 is restarted, h3 fails, the rollout
+    // stops before h5, and the final check fails the run.
+    set_up(&["h2", "h4"], &["h3"]);
+    let (code, report, o) = run(&d, &shipped, &args);
+    assert_eq!(code, 1, "{}", text(&o));
+    let s = step(&report, "restart");
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(host(s, "h1")["status"], "succeeded");
+    let h3 = host(s, "h3");
+    assert_eq!(h3["status"], "failed");
+    assert!(error_of(h3).contains("still failing its check"), "{h3}");
+    assert_eq!(host(s, "h5")["status"], "skipped");
+    assert!(s["result"]["stopped"].is_string(), "{s}");
+    assert_eq!(read(&state.join("restarts")), "h1\nh3\n");
+    let v = step(&report, "verify");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["result"]["failed_hosts"], serde_json::json!(["h3", "h5"]));
+}
+
+/// ProxyJump: h2 is reached through h1. The proof that the jump is really in the path: with a
+/// jump host that does not answer, h2 (reachable directly) becomes unreachable.
+#[test]
+fn jump_hosts_are_in_the_path() {
+    let f = fleet(2);
+    let d = Dir::new("jump");
+    let h1 = &f.hosts()[0];
+    let h2 = &f.hosts()[1];
+    let via = |jump: &str| {
+        runbook(
+            &f,
+            &format!(
+                "version: 1\nname: jump\nsteps:\n  - id: hop\n    uses: ssh.run\n    with:\n      hosts: {}\n      port: {}\n      connect_timeout: 3s\n@CONN@\n      jump_hosts: [\"{jump}\"]\n      command: echo reached\n",
+                h2.address, h2.port
+            ),
+            &[],
+        )
+    };
+    let good = format!("{}@{}:{}", f.user(), h1.address, h1.port);
+    let (code, report, o) = run(&d, &via(&good), &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(
+        host(step(&report, "hop"), &h2.address)["stdout"],
+        "reached\n"
+    );
+    let dead = format!("{}@127.0.0.1:{}", f.user(), Fleet::closed_port());
+    let (code, report, o) = run(&d, &via(&dead), &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let h = host(step(&report, "hop"), &h2.address);
+    assert_eq!(h["status"], "unreachable", "{h}");
+}

@@ -459,8 +459,23 @@ fn check_names(
                 let declared_as = ["params", "vars", "secrets"].into_iter().find(|section| {
                     cx.root.get(*section).and_then(Value::as_object).is_some_and(|m| m.contains_key(other))
                 });
+                let binders: Vec<&str> = cx
+                    .v
+                    .registry
+                    .iter()
+                    .filter(|e| e.spec.binds.iter().any(|b| b == other))
+                    .map(|e| e.spec.name.as_str())
+                    .collect();
                 let help = match declared_as {
                     Some(section) => format!("did you mean `{section}.{other}`?"),
+                    None if !binders.is_empty() => format!(
+                        "`{other}` is only defined in the `with:` of steps that use {}",
+                        binders
+                            .iter()
+                            .map(|b| format!("`{b}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     None => did_you_mean(other, in_scope.iter().copied())
                         .unwrap_or_else(|| format!("names in scope here: {}", in_scope.join(", "))),
                 };

@@ -27,6 +27,30 @@ impl Hosts {
     }
 }
 
+/// An environment value: text, or a number or boolean (a rendered `{{ }}` keeps its type),
+/// passed as its text.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(serde_json::Number),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl EnvValue {
+    /// The value as the environment gets it.
+    pub fn text(&self) -> String {
+        match self {
+            EnvValue::Text(s) => s.clone(),
+            EnvValue::Number(n) => n.to_string(),
+            EnvValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 /// How host keys are checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

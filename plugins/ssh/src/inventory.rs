@@ -395,7 +395,7 @@ impl Inventory {
 }
 
 /// Splits an INI host line into words, keeping quoted values together.
-fn split_words(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;

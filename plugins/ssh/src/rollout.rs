@@ -143,29 +143,112 @@ impl Target {
         })
     }
 
-    /// The connection settings for this host under the step's inputs (the step's inputs win
-    /// over the inventory's; relative paths are the runbook's).
-    pub fn conn_key(&self, c: &Common, base: &Path) -> ConnKey {
+    /// The connection settings for this host under the step's inputs: the step's inputs win
+    /// over the inventory's `ansible_*` vars, which win over `ansible_ssh_common_args` and
+    /// `ansible_ssh_extra_args`. Relative paths are the runbook's.
+    pub fn conn_key(&self, c: &Common, base: &Path) -> Result<ConnKey, String> {
         let path = |p: &str| base.join(shellexpand_home(p));
-        ConnKey {
+        let args = SshArgs::from_vars(&self.vars)?;
+        let mut options: Vec<(String, String)> = c
+            .ssh_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        options.extend(args.options);
+        Ok(ConnKey {
             address: self.address.clone(),
-            port: c.port.or(self.port),
+            port: c.port.or(self.port).or(args.port),
             user: c.user.clone().or_else(|| self.user.clone()),
             identity_file: c
                 .identity_file
                 .as_deref()
                 .or(self.identity_file.as_deref())
+                .or(args.identity.as_deref())
                 .map(path),
             checking: c.host_key_checking,
             known_hosts_file: c.known_hosts_file.as_deref().map(path),
-            ssh_config: c.ssh_config.as_deref().map(path),
-            jump_hosts: c.jump_hosts.clone(),
-            options: c
-                .ssh_options
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            ssh_config: c.ssh_config.as_deref().or(args.config.as_deref()).map(path),
+            jump_hosts: if c.jump_hosts.is_empty() {
+                args.jump
+            } else {
+                c.jump_hosts.clone()
+            },
+            options,
+        })
+    }
+}
+
+/// What a ControlMaster takes of Ansible's `ansible_ssh_common_args` and
+/// `ansible_ssh_extra_args` inventory vars: `-o Key=Value`, `-F file`, `-J hosts`, `-i key`,
+/// `-p port`.
+#[derive(Debug, Default, PartialEq)]
+pub struct SshArgs {
+    /// `-o` options.
+    pub options: Vec<(String, String)>,
+    /// `-F`.
+    pub config: Option<String>,
+    /// `-J`, split at commas.
+    pub jump: Vec<String>,
+    /// `-i`.
+    pub identity: Option<String>,
+    /// `-p`.
+    pub port: Option<u16>,
+}
+
+impl SshArgs {
+    /// Reads the two vars of a host.
+    pub fn from_vars(vars: &Map<String, Value>) -> Result<SshArgs, String> {
+        let mut out = SshArgs::default();
+        for var in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+            if let Some(text) = vars.get(var).and_then(Value::as_str) {
+                out.parse(text)
+                    .map_err(|e| format!("inventory var `{var}`: {e}"))?;
+            }
         }
+        Ok(out)
+    }
+
+    fn parse(&mut self, text: &str) -> Result<(), String> {
+        let words = crate::inventory::split_words(text)?;
+        let mut it = words.into_iter();
+        while let Some(w) = it.next() {
+            let (flag, attached) = match w.get(..2) {
+                Some(f @ ("-o" | "-F" | "-J" | "-i" | "-p")) if w.len() > 2 => {
+                    (f.to_string(), Some(w[2..].to_string()))
+                }
+                _ => (w.clone(), None),
+            };
+            let mut value = || {
+                attached
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or_else(|| format!("`{flag}` needs a value"))
+            };
+            match flag.as_str() {
+                "-o" => {
+                    let v = value()?;
+                    let (k, val) = v
+                        .split_once('=')
+                        .or_else(|| v.split_once(' '))
+                        .ok_or_else(|| format!("`-o {v}` is not `-o Key=Value`"))?;
+                    self.options
+                        .push((k.trim().to_string(), val.trim().to_string()));
+                }
+                "-F" => self.config = Some(value()?),
+                "-J" => self.jump = value()?.split(',').map(str::to_string).collect(),
+                "-i" => self.identity = Some(value()?),
+                "-p" => {
+                    let v = value()?;
+                    self.port = Some(v.parse().map_err(|_| format!("`-p {v}` is not a port"))?);
+                }
+                other => {
+                    return Err(format!(
+                        "`{other}` is not supported (opsbook takes -o Key=Value, -F, -J, -i and -p)"
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -504,7 +587,14 @@ async fn one_host(
     connect_timeout: Duration,
 ) -> HostResult {
     let started = Instant::now();
-    let key = target.conn_key(common, &cx.cwd);
+    let key = match target.conn_key(common, &cx.cwd) {
+        Ok(k) => k,
+        Err(e) => {
+            let mut r = HostResult::new(target, HostStatus::Unreachable);
+            r.error = Some(e);
+            return r;
+        }
+    };
     let connect = pool.session(&key, connect_timeout);
     let session = tokio::select! {
         s = connect => s,
@@ -568,6 +658,39 @@ mod tests {
 
     fn plan(n: usize, canary: Option<u32>, serial: Option<Serial>) -> Vec<Vec<usize>> {
         batches(n, canary, serial.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn ansible_ssh_args_give_options_config_jump_key_and_port() {
+        let vars: Map<String, Value> = serde_json::from_value(json!({
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=yes -oKexAlgorithms=curve25519-sha256 -F '/etc/my config'",
+            "ansible_ssh_extra_args": "-J bastion,b2 -i ~/.ssh/k -p 2222",
+        }))
+        .unwrap();
+        let a = SshArgs::from_vars(&vars).unwrap();
+        assert_eq!(
+            a.options,
+            vec![
+                ("StrictHostKeyChecking".into(), "yes".into()),
+                ("KexAlgorithms".into(), "curve25519-sha256".into())
+            ]
+        );
+        assert_eq!(a.config.as_deref(), Some("/etc/my config"));
+        assert_eq!(a.jump, vec!["bastion", "b2"]);
+        assert_eq!(a.identity.as_deref(), Some("~/.ssh/k"));
+        assert_eq!(a.port, Some(2222));
+        let bad: Map<String, Value> =
+            serde_json::from_value(json!({"ansible_ssh_common_args": "-A"})).unwrap();
+        let e = SshArgs::from_vars(&bad).unwrap_err();
+        assert!(
+            e.contains("ansible_ssh_common_args") && e.contains("`-A`"),
+            "{e}"
+        );
+        let missing: Map<String, Value> =
+            serde_json::from_value(json!({"ansible_ssh_extra_args": "-p"})).unwrap();
+        assert!(SshArgs::from_vars(&missing)
+            .unwrap_err()
+            .contains("needs a value"));
     }
 
     #[test]

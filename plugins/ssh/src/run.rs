@@ -46,9 +46,9 @@ crate::input_struct! {
         /// A `#!` line picks its interpreter; without one it runs with `/bin/sh`.
         #[serde(default)]
         pub script: Option<Script>,
-        /// Environment variables for the command.
+        /// Environment variables for the command (numbers and booleans are passed as text).
         #[serde(default)]
-        pub env: IndexMap<String, String>,
+        pub env: IndexMap<String, crate::input::EnvValue>,
         /// Working directory on the host.
         #[serde(default)]
         pub cwd: Option<String>,
@@ -172,7 +172,11 @@ impl PerHost for RunOnHost {
             let common = input.common();
             let spec = Spec {
                 script: script.clone(),
-                env: input.env.clone(),
+                env: input
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.text()))
+                    .collect(),
                 cwd: input.cwd.clone(),
                 become_user: common.become_user().map(str::to_string),
             };
