@@ -1283,7 +1283,8 @@ steps:
         .filter_map(|l| {
             let at = l.find("/opsbook-ssh-")?;
             let start = l[..at].rfind(' ')? + 1;
-            let end = at + l[at..].find("/.ssh-connection")?;
+            // `/tmp/opsbook-ssh-XXXX/`: the run's folder of control sockets.
+            let end = at + 1 + l[at + 1..].find('/')?;
             Some(l[start..end].to_string())
         })
         .collect();
@@ -1520,4 +1521,286 @@ fn jump_hosts_are_in_the_path() {
     assert_eq!(code, 1, "{}", text(&o));
     let h = host(step(&report, "hop"), &h2.address);
     assert_eq!(h["status"], "unreachable", "{h}");
+}
+
+/// Per-host templates in every field but the step-wide ones: the login user, a typed port and
+/// an inline script come from host vars; `forks` reading `host` is refused clearly.
+#[test]
+fn host_templates_reach_connection_fields_and_scripts() {
+    let f = fleet(2);
+    let d = Dir::new("hostvars");
+    d.write(
+        "inventory.yaml",
+        &flat_inventory(&f, |h| format!("login: {}, sshport: {}", f.user(), h.port))
+            .replace("ansible_port", "unused_port"),
+    );
+    let rb = runbook(
+        &f,
+        r#"version: 1
+name: hostvars
+inventory: inventory.yaml
+steps:
+  - id: templated
+    uses: ssh.run
+    with:
+      hosts: all
+      user: "{{ host.vars.login }}"
+      port: "{{ host.vars.sshport }}"
+      identity_file: @KEY@
+      known_hosts_file: @KH@
+      ssh_config: @CFG@
+      script: |
+        #!/bin/sh
+        echo "{{ host.name }} as $(id -un)"
+  - id: bad
+    uses: ssh.run
+    needs: templated
+    with:
+      hosts: all
+      forks: "{{ host.vars.sshport }}"
+@CONN@
+      command: "true"
+"#,
+        &[
+            ("@KEY@", &f.client_key().display().to_string()),
+            ("@KH@", &f.known_hosts().display().to_string()),
+            ("@CFG@", &f.ssh_config().display().to_string()),
+        ],
+    );
+    let (code, report, o) = run(&d, &rb, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let s = step(&report, "templated");
+    assert_eq!(s["status"], "succeeded", "{s}");
+    for h in ["h1", "h2"] {
+        let want = format!("{h} as {}\n", f.user());
+        assert_eq!(host(s, h)["stdout"], want.as_str(), "{s}");
+    }
+    let s = step(&report, "bad");
+    let e = s["error"].as_str().unwrap_or_default();
+    assert!(e.contains("`forks` cannot read `host`"), "{s}");
+}
+
+/// What commands leave behind and how they end: a background process holding stdout does not
+/// hang the step; a missing command is exit 127; a command killed by a signal says so; secrets
+/// in `env` are not in the host's process list.
+#[test]
+fn background_children_exit_codes_signals_and_secrets_in_the_process_list() {
+    let f = fleet(1);
+    let d = Dir::new("exits");
+    let mark = marker();
+    let rb = runbook(
+        &f,
+        r#"version: 1
+name: exits
+steps:
+  - id: daemon
+    uses: ssh.run
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      command: "sleep 300.@MARK@ & echo started"
+  - id: missing
+    uses: ssh.run
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      command: no-such-command-@MARK@
+      expect_exit: [127]
+  - id: killed
+    uses: ssh.run
+    continue_on_error: true
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      command: "kill -KILL $$"
+  - id: argv
+    uses: ssh.run
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      env: {TOKEN: "tok-@MARK@-value"}
+      command: "tr '\\0' ' ' < /proc/$$/cmdline; echo; test \"$TOKEN\" = tok-@MARK@-value && echo has-token"
+"#,
+        &[
+            ("@H1@", &f.hosts()[0].address),
+            ("@PORT@", &f.hosts()[0].port.to_string()),
+            ("@MARK@", &mark),
+        ],
+    );
+    let (code, report, o) = run(&d, &rb, &[]);
+    // The leftover daemon: gone with the test.
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("sleep 300.{mark}")])
+        .status();
+    assert_eq!(code, 0, "{}", text(&o));
+    let h = host(step(&report, "daemon"), &f.hosts()[0].address);
+    assert_eq!(h["status"], "succeeded", "{h}");
+    assert_eq!(h["stdout"], "started\n");
+    let h = host(step(&report, "missing"), &f.hosts()[0].address);
+    assert_eq!(h["exit_code"], 127, "{h}");
+    assert_eq!(h["status"], "succeeded", "{h}");
+    let h = host(step(&report, "killed"), &f.hosts()[0].address);
+    assert_eq!(h["status"], "failed", "{h}");
+    assert!(error_of(h).contains("killed by a signal"), "{h}");
+    let h = host(step(&report, "argv"), &f.hosts()[0].address);
+    let out = h["stdout"].as_str().unwrap_or_default();
+    assert!(out.contains("has-token"), "{h}");
+    assert!(
+        !out.lines().next().unwrap_or_default().contains("tok-"),
+        "{h}"
+    );
+    assert!(out.starts_with("/bin/sh -s"), "{h}");
+}
+
+/// A remote path is data: `$(…)`, backticks and quotes in `ssh.fetch`'s `src` run nothing on
+/// the host, also on the error path (a missing folder).
+#[test]
+fn fetch_paths_cannot_inject_commands() {
+    let f = fleet(1);
+    let d = Dir::new("fetch-inject");
+    let r = f.remote_dir();
+    let rb = runbook(
+        &f,
+        r#"version: 1
+name: inject
+steps:
+  - id: f1
+    uses: ssh.fetch
+    continue_on_error: true
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      src: "@R@/$(touch @R@/pwned1)/x"
+      dest: got
+  - id: f2
+    uses: ssh.fetch
+    continue_on_error: true
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      src: "@R@/a\"`touch @R@/pwned2`'\"/x"
+      dest: got
+"#,
+        &[
+            ("@H1@", &f.hosts()[0].address),
+            ("@PORT@", &f.hosts()[0].port.to_string()),
+        ],
+    );
+    let (code, report, o) = run(&d, &rb, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    for id in ["f1", "f2"] {
+        let h = host(step(&report, id), &f.hosts()[0].address);
+        assert_eq!(h["status"], "failed", "{h}");
+        assert!(error_of(h).contains("no folder"), "{h}");
+    }
+    assert!(
+        !r.join("pwned1").exists(),
+        "command substitution ran on the host"
+    );
+    assert!(!r.join("pwned2").exists(), "backticks ran on the host");
+}
+
+/// A host's archive is not trusted: links are not created locally and modes lose
+/// setuid/setgid and group/other write; an existing remote folder keeps its mode on copy.
+#[test]
+fn fetch_trusts_no_links_or_modes_and_copy_keeps_existing_folders() {
+    let f = fleet(1);
+    let d = Dir::new("fetch-trust");
+    let r = f.remote_dir();
+    let src = r.join("evil");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("suid"), "x").unwrap();
+    std::fs::set_permissions(src.join("suid"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+    // An existing folder on the host, 0750; the local copy of it is 0777.
+    let keep = r.join("target/keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::set_permissions(r.join("target"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    Command::new("chown")
+        .args([f.user(), &keep.display().to_string()])
+        .status()
+        .unwrap();
+    std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o750)).unwrap();
+    d.write("local/keep/file.txt", "hello\n");
+    std::fs::set_permissions(d.path("local/keep"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rb = runbook(
+        &f,
+        r#"version: 1
+name: trust
+steps:
+  - id: get
+    uses: ssh.fetch
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      src: "@R@/evil"
+      dest: got
+  - id: put
+    uses: ssh.copy
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      src: local
+      dest: "@R@/target"
+"#,
+        &[
+            ("@H1@", &f.hosts()[0].address),
+            ("@PORT@", &f.hosts()[0].port.to_string()),
+        ],
+    );
+    let (code, _report, o) = run(&d, &rb, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let got = d.path(&format!("got/{}/evil", f.hosts()[0].address));
+    let mode = std::fs::metadata(got.join("suid")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "setuid or group/other write kept: {mode:o}");
+    assert!(
+        std::fs::symlink_metadata(got.join("link")).is_err(),
+        "a link from the host was created locally"
+    );
+    assert_eq!(read(&keep.join("file.txt")), "hello\n");
+    let mode = std::fs::metadata(&keep).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "the existing folder's mode changed: {mode:o}");
+}
+
+/// JUnit shows a step's own failure even when every host succeeded (an output that cannot be
+/// computed after the hosts ran).
+#[test]
+fn junit_reports_a_step_failure_after_its_hosts_succeeded() {
+    let f = fleet(1);
+    let d = Dir::new("junit-step");
+    let rb = runbook(
+        &f,
+        r#"version: 1
+name: junit
+steps:
+  - id: ok_hosts
+    uses: ssh.run
+    with:
+      hosts: @H1@
+      port: @PORT@
+@CONN@
+      command: "true"
+    outputs:
+      broken: "{{ result.hosts[0].nope.deeper }}"
+"#,
+        &[
+            ("@H1@", &f.hosts()[0].address),
+            ("@PORT@", &f.hosts()[0].port.to_string()),
+        ],
+    );
+    let (code, _report, o) = run(&d, &rb, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let junit = read(&d.path("out/junit.xml"));
+    let case = junit_case(&junit, &format!("ok_hosts[{}]", f.hosts()[0].address));
+    assert!(!case.contains("<failure"), "{case}");
+    let case = junit_case(&junit, "ok_hosts");
+    assert!(case.contains("<failure"), "{junit}");
 }

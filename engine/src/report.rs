@@ -291,8 +291,17 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
     let mut skipped = 0;
     for s in &r.steps {
         let units: Vec<Case> = if !s.cases.is_empty() {
-            // One case per target (host), plus the step itself when it failed before or
-            // after reaching its targets.
+            // One case per target (host), plus the step itself when it failed and no target
+            // did (its outputs or `until` failed after every host succeeded).
+            let step_only = (s.status.is_failure() && !s.cases.iter().any(|c| c.is_failure()))
+                .then(|| Case {
+                    name: s.id.clone(),
+                    status: s.status,
+                    error: s.error.clone(),
+                    ms: s.duration_ms.unwrap_or(0),
+                    item: None,
+                    output: None,
+                });
             s.cases
                 .iter()
                 .map(|c| Case {
@@ -315,6 +324,7 @@ pub fn junit_xml(r: &RunReport, log_tail: LogTail<'_>) -> String {
                     item: c.item,
                     output: c.output.clone(),
                 })
+                .chain(step_only)
                 .collect()
         } else if s.items.is_empty() {
             vec![Case {

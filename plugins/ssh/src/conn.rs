@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::Session;
 use opsbook_engine::resources::{InventorySource, RunState};
 
 use crate::input::HostKeyChecking;
@@ -63,8 +63,34 @@ pub struct ConnectError {
     pub message: String,
 }
 
+/// A master connection: the session over its control socket, and the folder holding the
+/// socket and the master's log (removed when the connection is dropped).
+pub struct Conn {
+    session: Arc<Session>,
+    control: PathBuf,
+    closed: std::sync::atomic::AtomicBool,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // A master not closed through its session (still in use at the end of the run, or the
+        // pool dropped without `close`): ask it to exit over its control socket.
+        if !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::process::Command::new("ssh")
+                .arg("-S")
+                .arg(&self.control)
+                .args(["-O", "exit", "-q", "opsbook"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// One host's master connection, made once; the lock makes concurrent callers wait for it.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
 /// The SSH state of a run: master connections and parsed inventories.
 pub struct Pool {
@@ -77,7 +103,8 @@ pub struct Pool {
 impl Default for Pool {
     fn default() -> Self {
         Pool {
-            // Control sockets need a short path (108 bytes at most): a folder right in /tmp.
+            // Control sockets need a short path (108 bytes at most): a folder right in /tmp,
+            // private to this user (tempfile makes it 0700).
             control_dir: tempfile::Builder::new()
                 .prefix("opsbook-ssh-")
                 .tempdir_in(std::env::temp_dir())
@@ -96,22 +123,52 @@ impl RunState for Pool {
                 Ok(mut s) => s.drain().map(|(_, slot)| slot).collect(),
                 Err(_) => Vec::new(),
             };
-            let mut closing = Vec::new();
+            let mut conns = Vec::new();
             for slot in slots {
-                if let Some(session) = slot.lock().await.take() {
-                    // The last holder closes the master; a holder still running (a command cut
-                    // short) drops it, and dropping also asks the master to exit.
-                    if let Ok(session) = Arc::try_unwrap(session) {
-                        closing.push(session.close());
-                    }
+                if let Some(conn) = slot.lock().await.take() {
+                    conns.push(conn);
                 }
             }
+            let closing = conns.iter().map(|c| async move {
+                let _ = c.session.close_shared().await;
+                c.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
                 futures_util::future::join_all(closing),
             )
             .await;
+            // Dropping the connections removes their folders (and asks any master that did
+            // not close to exit).
+            drop(conns);
         })
+    }
+}
+
+/// Closing a master through a shared session.
+trait CloseShared {
+    async fn close_shared(&self) -> Result<(), openssh::Error>;
+}
+
+impl CloseShared for Arc<Session> {
+    async fn close_shared(&self) -> Result<(), openssh::Error> {
+        // The multiplexing protocol's stop request, as `Session::close` sends it, without
+        // taking the session out of the `Arc` that commands still running may hold.
+        let out = tokio::process::Command::new("ssh")
+            .arg("-S")
+            .arg(self.control_socket())
+            .args(["-O", "exit", "-q", "opsbook"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(openssh::Error::Master)?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(openssh::Error::Disconnected)
+        }
     }
 }
 
@@ -159,90 +216,109 @@ impl Pool {
             }
         };
         let mut guard = slot.lock().await;
-        if let Some(session) = guard.as_ref() {
-            if session.check().await.is_ok() {
-                return Ok(session.clone());
+        if let Some(conn) = guard.as_ref() {
+            if conn.session.check().await.is_ok() {
+                return Ok(conn.session.clone());
             }
         }
-        let session = Arc::new(self.connect(key, connect_timeout).await?);
-        *guard = Some(session.clone());
+        let conn = self.connect(key, connect_timeout).await?;
+        let session = conn.session.clone();
+        *guard = Some(conn);
         Ok(session)
     }
 
-    async fn connect(&self, key: &ConnKey, timeout: Duration) -> Result<Session, ConnectError> {
-        let mut b = SessionBuilder::default();
-        b.known_hosts_check(match key.checking {
-            HostKeyChecking::Strict => KnownHosts::Strict,
-            HostKeyChecking::AcceptNew => KnownHosts::Add,
-            HostKeyChecking::Off => KnownHosts::Accept,
-        });
-        b.connect_timeout(timeout.max(Duration::from_secs(1)));
-        b.server_alive_interval(Duration::from_secs(15));
-        // The master lives as long as the run (closed at its end); should opsbook itself be
-        // killed, it exits once idle for a while instead of lingering.
-        if let Some(idle) = std::num::NonZeroUsize::new(300) {
-            b.control_persist(openssh::ControlPersist::IdleFor(idle));
+    /// Starts a ControlMaster for `key`: the system's `ssh -M -f -N`, in its own process group
+    /// (a terminal's Ctrl-C reaches opsbook, which closes the masters itself, and not the
+    /// masters or their ProxyJump tunnels), with every setting in a generated ssh_config so
+    /// that jump hosts get them too.
+    async fn connect(&self, key: &ConnKey, timeout: Duration) -> Result<Conn, ConnectError> {
+        let fail = |message: String| ConnectError { message };
+        if key.address.starts_with('-') || key.jump_hosts.iter().any(|j| j.starts_with('-')) {
+            return Err(fail(format!(
+                "`{}` is not a host name or address",
+                key.display()
+            )));
         }
-        if let Some(dir) = &self.control_dir {
-            b.control_directory(dir.path());
+        let Some(control_dir) = self.control_dir.as_ref() else {
+            return Err(fail(format!(
+                "cannot create a private folder for ssh control sockets in {}",
+                std::env::temp_dir().display()
+            )));
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("m")
+            .tempdir_in(control_dir.path())
+            .map_err(|e| fail(format!("cannot create a control folder: {e}")))?;
+        let control = dir.path().join("s");
+        let log = dir.path().join("log");
+        let config = self.config_file(key, timeout, dir.path())?;
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.arg("-F")
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .arg("-S")
+            .arg(&control)
+            .args(["-M", "-f", "-N", "-o", "ControlPersist=300"]);
+        if let Some(p) = key.port {
+            cmd.arg("-p").arg(p.to_string());
         }
         if let Some(u) = &key.user {
-            b.user(u.clone());
-        }
-        if let Some(p) = key.port {
-            b.port(p);
-        }
-        if let Some(k) = &key.identity_file {
-            b.keyfile(k);
-        }
-        if let Some(f) = &key.known_hosts_file {
-            b.user_known_hosts_file(f);
-        }
-        if key.checking == HostKeyChecking::Off {
-            b.user_known_hosts_file("/dev/null");
-        }
-        match (key.options.is_empty(), &key.ssh_config) {
-            (true, Some(f)) => {
-                b.config_file(f);
-            }
-            (true, None) => {}
-            (false, user_config) => {
-                b.config_file(self.options_config(&key.options, user_config.as_deref())?);
-            }
+            cmd.arg("-l").arg(u);
         }
         if !key.jump_hosts.is_empty() {
-            b.jump_hosts(key.jump_hosts.iter());
+            cmd.arg("-J").arg(key.jump_hosts.join(","));
         }
-        // ssh's own ConnectTimeout covers the TCP connect; this bounds the whole handshake
-        // (a server that accepts and then says nothing, a slow jump host).
+        cmd.arg("--")
+            .arg(&key.address)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        // ssh's ConnectTimeout covers each TCP connect; this bounds the whole handshake (a
+        // server that accepts and then says nothing, a slow jump host).
         let limit = timeout + timeout.min(Duration::from_secs(10)) + Duration::from_secs(2);
-        match tokio::time::timeout(limit, b.connect_mux(&key.address)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(ConnectError {
-                message: explain(key, &e),
-            }),
-            Err(_) => Err(ConnectError {
-                message: format!(
+        let status = match tokio::time::timeout(limit, cmd.status()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(fail(format!("cannot start ssh: {e}"))),
+            Err(_) => {
+                return Err(fail(format!(
                     "cannot connect to {}: no answer within {}",
                     key.display(),
                     humanize(limit)
-                ),
-            }),
+                )))
+            }
+        };
+        if !status.success() {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(fail(explain(key, &said)));
         }
+        let session = Session::resume_mux(
+            control.clone().into_boxed_path(),
+            Some(log.into_boxed_path()),
+        );
+        Ok(Conn {
+            session: Arc::new(session),
+            control,
+            closed: Default::default(),
+            _dir: dir,
+        })
     }
-}
 
-impl Pool {
-    /// An ssh_config file with `options` first (in ssh_config the first value of an option
-    /// wins), then the user's configuration (`ssh_config`, or ~/.ssh/config and the system's).
-    fn options_config(
+    /// The ssh_config of one connection: opsbook's settings and the step's `ssh_options` first
+    /// (in ssh_config the first value of an option wins), then the user's configuration
+    /// (`ssh_config`, or ~/.ssh/config and the system's).
+    fn config_file(
         &self,
-        options: &[(String, String)],
-        user_config: Option<&Path>,
+        key: &ConnKey,
+        timeout: Duration,
+        dir: &Path,
     ) -> Result<PathBuf, ConnectError> {
         let fail = |message: String| ConnectError { message };
-        let mut text = String::from("# written by opsbook for `ssh_options`\n");
-        for (k, v) in options {
+        let quoted = |p: &Path| format!("\"{}\"", p.display());
+        let mut text = String::from("# written by opsbook for one connection\n");
+        for (k, v) in &key.options {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(fail(format!(
                     "`ssh_options`: `{k}` is not an ssh option name"
@@ -255,42 +331,53 @@ impl Pool {
             }
             text.push_str(&format!("{k} {v}\n"));
         }
-        match user_config {
-            Some(f) => text.push_str(&format!("Include \"{}\"\n", f.display())),
+        text.push_str("BatchMode yes\n");
+        text.push_str(&format!("ConnectTimeout {}\n", timeout.as_secs().max(1)));
+        text.push_str("ServerAliveInterval 15\n");
+        text.push_str(match key.checking {
+            HostKeyChecking::Strict => "StrictHostKeyChecking yes\n",
+            HostKeyChecking::AcceptNew => "StrictHostKeyChecking accept-new\n",
+            HostKeyChecking::Off => "StrictHostKeyChecking no\n",
+        });
+        match (&key.known_hosts_file, key.checking) {
+            (_, HostKeyChecking::Off) => text.push_str("UserKnownHostsFile /dev/null\n"),
+            (Some(f), _) => text.push_str(&format!("UserKnownHostsFile {}\n", quoted(f))),
+            (None, _) => {}
+        }
+        if let Some(k) = &key.identity_file {
+            text.push_str(&format!("IdentityFile {}\nIdentitiesOnly yes\n", quoted(k)));
+        }
+        match &key.ssh_config {
+            Some(f) => text.push_str(&format!("Include {}\n", quoted(f))),
             None => {
                 if let Some(home) = std::env::var_os("HOME") {
                     let user = Path::new(&home).join(".ssh/config");
-                    text.push_str(&format!("Include \"{}\"\n", user.display()));
+                    text.push_str(&format!("Include {}\n", quoted(&user)));
                 }
                 text.push_str("Include /etc/ssh/ssh_config\n");
             }
         }
-        let dir = self
-            .control_dir
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_else(std::env::temp_dir);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&text, &mut h);
-        let path = dir.join(format!("config-{:016x}", std::hash::Hasher::finish(&h)));
-        if !path.exists() {
-            std::fs::write(&path, &text).map_err(|e| {
+        let path = dir.join("config");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|e| {
                 fail(format!(
                     "cannot write an ssh config in {}: {e}",
                     dir.display()
                 ))
             })?;
-        }
         Ok(path)
     }
 }
 
-/// A connection error in words an operator can act on.
-fn explain(key: &ConnKey, e: &openssh::Error) -> String {
-    use std::error::Error as _;
-    let mut detail = e.source().map(|s| s.to_string()).unwrap_or_default();
+/// A connection error in words an operator can act on, from what ssh wrote in its log.
+fn explain(key: &ConnKey, said: &str) -> String {
+    let mut detail = said.trim().to_string();
     if detail.is_empty() {
-        detail = e.to_string();
+        detail = "ssh failed without saying why".into();
     }
     let dest = key.display();
     let known = key

@@ -135,6 +135,29 @@ pub struct Common {
     pub max_fail_percentage: Option<f64>,
 }
 
+/// The step-wide inputs: which hosts and how the rollout goes. Read from any `ssh.*` input
+/// (other fields are ignored here); these cannot depend on `host`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rollout {
+    /// Which hosts.
+    pub hosts: Hosts,
+    /// Hosts in flight.
+    #[serde(default)]
+    pub forks: Option<u32>,
+    /// Batches.
+    #[serde(default)]
+    pub serial: Option<Serial>,
+    /// Canary hosts.
+    #[serde(default)]
+    pub canary: Option<u32>,
+    /// Failure threshold.
+    #[serde(default)]
+    pub max_fail_percentage: Option<f64>,
+}
+
+/// The fields of [`Rollout`]: a template in them cannot read `host`.
+pub const STEP_WIDE: &[&str] = &["hosts", "forks", "serial", "canary", "max_fail_percentage"];
+
 /// Hosts in flight when `forks` is not given.
 pub const DEFAULT_FORKS: usize = 20;
 /// How long a connection may take when `connect_timeout` is not given.

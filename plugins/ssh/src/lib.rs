@@ -135,24 +135,28 @@ fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ActionError> {
         .map_err(|e| ActionError::permanent(format!("invalid input: {e}")))
 }
 
-/// Resolves the hosts and rolls `per_host` out over them.
+/// Resolves the hosts and rolls `per_host` out over them. `raw` is the step's input, with the
+/// fields that read `host` still templates.
 async fn fleet(
-    common: &input::Common,
+    raw: &Value,
     cx: &StepContext,
     per_host: &dyn rollout::PerHost,
 ) -> Result<Value, ActionError> {
     let pool = cx.resources.state(conn::Pool::default);
     if let Some(p) = &cx.per_target {
-        if p.pointers()
-            .any(|ptr| ptr == "/hosts" || ptr.starts_with("/hosts/"))
-        {
-            return Err(ActionError::permanent(
-                "`hosts` cannot read `host`: it decides which hosts there are",
-            ));
+        for ptr in p.pointers() {
+            let field = ptr.trim_start_matches('/').split('/').next().unwrap_or("");
+            if input::STEP_WIDE.contains(&field) {
+                return Err(ActionError::permanent(format!(
+                    "`{field}` cannot read `host`: it applies to the whole step, before any host runs"
+                )));
+            }
         }
     }
-    let targets = rollout::resolve_targets(common, cx, &pool).map_err(ActionError::permanent)?;
-    rollout::rollout(targets, common, cx, &pool, per_host).await
+    let step: input::Rollout = parse(raw)?;
+    let targets =
+        rollout::resolve_targets(&step.hosts, cx, &pool).map_err(ActionError::permanent)?;
+    rollout::rollout(targets, &step, raw, cx, &pool, per_host).await
 }
 
 /// A host's result from how its command ended.
@@ -168,15 +172,24 @@ fn finish(
         result.extra.insert("truncated".into(), Value::Bool(true));
     }
     match done.stopped {
-        Some(remote::Stop::Cancelled) => {
+        Some(remote::Stop::Cancelled { killed }) => {
             result.status = HostStatus::Cancelled;
-            result.error = Some("cut short: the step was cancelled".into());
+            result.error = Some(if killed {
+                "cut short: the step was cancelled; the remote command was stopped".into()
+            } else {
+                "cut short: the step was cancelled; the remote command could not be stopped (its process group was not known)".into()
+            });
         }
-        Some(remote::Stop::TimedOut(t)) => {
+        Some(remote::Stop::TimedOut { after, killed }) => {
             result.status = HostStatus::Failed;
             result.error = Some(format!(
-                "timed out after {}; the remote command was stopped",
-                conn::humanize(t)
+                "timed out after {}; {}",
+                conn::humanize(after),
+                if killed {
+                    "the remote command was stopped"
+                } else {
+                    "the remote command could not be stopped (its process group was not known)"
+                }
             ));
         }
         Some(remote::Stop::Lost(why)) => {
@@ -198,7 +211,8 @@ fn finish(
                     (Some(why), _) => why,
                     (None, Some(c)) if said.is_empty() => format!("exit code {c}"),
                     (None, Some(c)) => format!("exit code {c}: {said}"),
-                    (None, None) => "the command was killed by a signal".into(),
+                    (None, None) if done.signaled => "the command was killed by a signal".into(),
+                    (None, None) => "the command ended without an exit code".into(),
                 });
             }
         }
@@ -219,6 +233,40 @@ fn last_line(stderr: &str) -> String {
         Some((at, _)) => format!("{}…", &line[..at]),
         None => line.to_string(),
     }
+}
+
+/// Asks sudo on the host whether it would run a command as `user` without a password
+/// (`--dry-run` with `become`).
+async fn probe_sudo(
+    session: &std::sync::Arc<openssh::Session>,
+    user: &str,
+    log: &rollout::HostLog,
+    cx: &StepContext,
+) -> Result<(), String> {
+    let probe = remote::Spec {
+        script: "true".into(),
+        become_user: Some(user.to_string()),
+        ..Default::default()
+    };
+    let done = remote::run(
+        session,
+        &probe,
+        None,
+        log,
+        4096,
+        Some(std::time::Duration::from_secs(30)),
+        &cx.cancel,
+    )
+    .await;
+    if done.exit_code == Some(0) {
+        return Ok(());
+    }
+    Err(sudo_problem(&done.stderr, user).unwrap_or_else(|| {
+        format!(
+            "become: `sudo -n -u {user} true` failed: {}",
+            last_line(&done.stderr)
+        )
+    }))
 }
 
 /// A clear message when sudo refused to run the command without a password.

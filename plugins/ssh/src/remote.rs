@@ -1,8 +1,14 @@
 //! Running one command on one host: the remote command line (quoting, env, cwd, sudo), output
 //! streamed line by line into the step log with the host's name in front, bounded capture, and
 //! stopping the remote process group on timeout or cancellation.
+//!
+//! For `ssh.run` the command, its environment and its working directory travel on the command's
+//! stdin (`/bin/sh -s`), so secrets in them never show in the host's process list nor in sudo's
+//! log; the command itself gets `/dev/null` as stdin. `ssh.copy` and `ssh.fetch` send data on
+//! stdin, so their (secret-free) commands travel as `sh -c` arguments.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -10,17 +16,33 @@ use openssh::{Session, Stdio};
 use opsbook_engine::action::LogStream;
 use opsbook_engine::template::filters::quote_posix;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 
-/// The first line the wrapper writes on stderr: the remote process group, so that it can be
-/// stopped. It never reaches the log.
-const PGID_MARK: &str = "OPSBOOK-PGID ";
 /// Longest line kept whole in the log; longer lines are cut.
 const MAX_LINE: usize = 64 * 1024;
+/// Stderr lines searched for the process group marker (the login shell may print first).
+const MARK_SEARCH_LINES: usize = 64;
+/// How long output may keep coming after the command exited (a daemon it started may hold
+/// its stdout open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// A fresh random token (for markers, heredoc delimiters and temporary file names).
+pub fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
 
 /// What to run on a host and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Spec {
-    /// A shell command line (already quoted where it holds data).
+    /// A shell script (already quoted where it holds data).
     pub script: String,
     /// Environment for the command (names checked).
     pub env: IndexMap<String, String>,
@@ -28,6 +50,11 @@ pub struct Spec {
     pub cwd: Option<String>,
     /// `sudo -n -u USER`.
     pub become_user: Option<String>,
+    /// Send the script on stdin (`sh -s`), out of the process list; its stdin is then
+    /// `/dev/null`. Otherwise the script is an argument and stdin carries data.
+    pub script_on_stdin: bool,
+    /// Shell run on the host after the command was stopped (removes its temporary files).
+    pub cleanup: Option<String>,
 }
 
 /// Whether `name` can be an environment variable name in a POSIX shell.
@@ -38,35 +65,50 @@ pub fn valid_env_name(name: &str) -> bool {
 }
 
 impl Spec {
-    /// The command line sshd hands to the login shell: it reports its process group, then
-    /// becomes (`exec`) `/bin/sh -c` of the payload, through sudo when asked.
-    pub fn command_line(&self) -> String {
-        let mut payload = String::new();
+    /// The script with its environment and working directory.
+    fn body(&self) -> String {
+        let mut body = String::new();
         for (k, v) in &self.env {
-            payload.push_str(&format!("export {k}={}\n", quote_posix(v)));
+            body.push_str(&format!("export {k}={}\n", quote_posix(v)));
         }
         if let Some(dir) = &self.cwd {
-            payload.push_str(&format!("cd -- {} || exit 1\n", quote_posix(dir)));
+            body.push_str(&format!("cd -- {} || exit 1\n", quote_posix(dir)));
         }
-        payload.push_str(&self.script);
-        let run = match &self.become_user {
-            Some(user) => format!(
-                "exec sudo -n -H -u {} -- /bin/sh -c {}",
-                quote_posix(user),
-                quote_posix(&payload)
-            ),
-            None => format!("exec /bin/sh -c {}", quote_posix(&payload)),
+        body.push_str(&self.script);
+        body
+    }
+
+    /// The command line sshd hands to the login shell: it writes `mark` and its process group
+    /// on stderr, then becomes (`exec`) `/bin/sh`, through sudo when asked.
+    pub fn command_line(&self, mark: &str) -> String {
+        let shell = if self.script_on_stdin {
+            "/bin/sh -s".to_string()
+        } else {
+            format!("/bin/sh -c {}", quote_posix(&self.body()))
         };
-        format!("printf '{PGID_MARK}%s\\n' \"$$\" >&2; {run}")
+        let run = match &self.become_user {
+            Some(user) => format!("exec sudo -n -H -u {} -- {shell}", quote_posix(user)),
+            None => format!("exec {shell}"),
+        };
+        format!("printf '%s %s\\n' {mark} \"$$\" >&2; {run}")
+    }
+
+    /// What `sh -s` reads: the whole body as one group, which the shell parses entirely before
+    /// running it (so the command cannot read the rest of its own text), with stdin closed.
+    fn stdin_script(&self) -> Option<Vec<u8>> {
+        self.script_on_stdin
+            .then(|| format!("{{\n{}\n}} </dev/null\n", self.body()).into_bytes())
     }
 }
 
 /// How a command ended.
 #[derive(Debug, Default)]
 pub struct Finished {
-    /// Exit code (`None`: killed by a signal or the connection went away).
+    /// Exit code (`None`: killed by a signal, stopped, or the connection went away).
     pub exit_code: Option<i32>,
-    /// Captured stdout (up to the limit).
+    /// The command was killed by a signal on the host.
+    pub signaled: bool,
+    /// Captured stdout (up to the limit; what came before a stop too).
     pub stdout: String,
     /// Captured stderr (up to the limit), without the wrapper's line.
     pub stderr: String,
@@ -81,10 +123,18 @@ pub struct Finished {
 /// Why a command did not run to its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
-    /// The per-host timeout passed.
-    TimedOut(Duration),
-    /// The step was cancelled.
-    Cancelled,
+    /// The per-host timeout passed; `killed` says whether its process group was signalled.
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+        /// Whether the remote process group was found and signalled.
+        killed: bool,
+    },
+    /// The step was cancelled; `killed` as above.
+    Cancelled {
+        /// Whether the remote process group was found and signalled.
+        killed: bool,
+    },
     /// The connection failed while the command ran.
     Lost(String),
 }
@@ -99,15 +149,47 @@ pub trait Lines: Send + Sync {
 pub enum Output {
     /// Line by line into the log, up to this many bytes into the result.
     Lines(usize),
-    /// A tar stream, unpacked into this local folder.
-    Unpack(std::path::PathBuf),
+    /// A tar stream, unpacked into this local folder, at most this many bytes of files.
+    Unpack(std::path::PathBuf, u64),
 }
 
-/// Runs `spec` on `session`, feeding `stdin` (if any) and streaming its output.
+/// What to feed a command's stdin after its script.
+pub enum Stdin {
+    /// A local file, streamed (an archive to unpack).
+    File(std::path::PathBuf),
+}
+
+/// Output captured so far; shared so that a stopped command keeps what it printed.
+#[derive(Default)]
+struct Capture {
+    text: Mutex<String>,
+    truncated: AtomicBool,
+}
+
+impl Capture {
+    fn push(&self, text: &str, max: usize) {
+        if let Ok(mut t) = self.text.lock() {
+            if t.len() + text.len() <= max {
+                t.push_str(text);
+            } else {
+                self.truncated.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    fn take(&self) -> String {
+        self.text
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `spec` on `session`, streaming its output into the log and up to `max_output` bytes of
+/// each stream into the result.
 pub async fn run(
     session: &Arc<Session>,
     spec: &Spec,
-    stdin: Option<Stdin>,
+    data: Option<Stdin>,
     lines: &dyn Lines,
     max_output: usize,
     timeout: Option<Duration>,
@@ -116,7 +198,7 @@ pub async fn run(
     run_to(
         session,
         spec,
-        stdin,
+        data,
         lines,
         Output::Lines(max_output),
         timeout,
@@ -129,18 +211,17 @@ pub async fn run(
 pub async fn run_to(
     session: &Arc<Session>,
     spec: &Spec,
-    stdin: Option<Stdin>,
+    data: Option<Stdin>,
     lines: &dyn Lines,
     output: Output,
     timeout: Option<Duration>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Finished {
-    let max_output = match &output {
-        Output::Lines(max) => *max,
-        Output::Unpack(_) => 64 * 1024,
-    };
-    let mut cmd = session.clone().arc_raw_command(spec.command_line());
-    cmd.stdin(if stdin.is_some() {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mark = format!("OPSBOOK-PGID-{}", nonce());
+    let script_in = spec.stdin_script();
+    let mut cmd = session.clone().arc_raw_command(spec.command_line(&mark));
+    cmd.stdin(if script_in.is_some() || data.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
@@ -163,106 +244,157 @@ pub async fn run_to(
         };
     };
     let feed = child.stdin().take();
-    let pgid = std::sync::Mutex::new(None::<u32>);
-    let pgid_ref = &pgid;
-    let work = async {
+    let pgid = Mutex::new(None::<u32>);
+    let stdout_cap = Capture::default();
+    let stderr_cap = Capture::default();
+    let unpacked = Mutex::new(None);
+    let err_max = match &output {
+        Output::Lines(max) => *max,
+        Output::Unpack(..) => 64 * 1024,
+    };
+    let reads = async {
         let writer = async {
-            if let (Some(mut w), Some(src)) = (feed, stdin) {
-                let _ = src.copy_into(&mut w).await;
+            if let Some(mut w) = feed {
+                if let Some(s) = script_in {
+                    let _ = w.write_all(&s).await;
+                }
+                if let Some(Stdin::File(path)) = data {
+                    if let Ok(mut f) = tokio::fs::File::open(path).await {
+                        let _ = tokio::io::copy(&mut f, &mut w).await;
+                    }
+                }
                 let _ = w.shutdown().await;
             }
         };
         let stdout = async {
             match output {
-                Output::Lines(max) => (
-                    collect(out, LogStream::Stdout, lines, max, None).await,
-                    None,
-                ),
-                Output::Unpack(dest) => ((String::new(), false), Some(unpack(out, dest).await)),
+                Output::Lines(max) => {
+                    collect(out, LogStream::Stdout, lines, &stdout_cap, max, None).await
+                }
+                Output::Unpack(dest, limit) => {
+                    let r = unpack(out, dest, limit).await;
+                    if let Ok(mut u) = unpacked.lock() {
+                        *u = Some(r);
+                    }
+                }
             }
         };
-        let ((stdout, unpacked), stderr, ()) = tokio::join!(
+        let marker = Some((mark.as_str(), &pgid));
+        tokio::join!(
             stdout,
-            collect(err, LogStream::Stderr, lines, max_output, Some(pgid_ref)),
+            collect(err, LogStream::Stderr, lines, &stderr_cap, err_max, marker),
             writer
         );
-        (stdout, stderr, unpacked)
     };
-    let limit = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        (stdout, stderr, unpacked) = work => {
-            let status = child.wait().await;
-            let (exit_code, stopped) = match status {
-                Ok(s) => (s.code(), None),
-                Err(e) => (None, Some(Stop::Lost(e.to_string()))),
-            };
-            Finished {
-                exit_code,
-                truncated: stdout.1 || stderr.1,
-                stdout: stdout.0,
-                stderr: stderr.0,
-                stopped,
-                unpacked,
+    tokio::pin!(reads);
+    let waiting = child.wait();
+    tokio::pin!(waiting);
+
+    let mut reads_done = false;
+    let status = loop {
+        tokio::select! {
+            _ = &mut reads, if !reads_done => reads_done = true,
+            status = &mut waiting => {
+                if !reads_done {
+                    // The command exited; its output may still be on the way, or held open by
+                    // a process it left behind.
+                    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads).await;
+                }
+                break Ok(status);
             }
+            _ = until(deadline) => break Err(Stop::TimedOut { after: timeout.unwrap_or_default(), killed: false }),
+            _ = cancel.cancelled() => break Err(Stop::Cancelled { killed: false }),
         }
-        _ = limit => {
-            let id = read_pgid(&pgid);
-            stop(session, id, spec.become_user.is_some()).await;
-            Finished { stopped: timeout.map(Stop::TimedOut), ..Default::default() }
+    };
+    let mut finished = Finished::default();
+    match status {
+        Ok(Ok(s)) => finished.exit_code = s.code(),
+        Ok(Err(openssh::Error::Remote(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+            finished.exit_code = Some(127)
         }
-        _ = cancel.cancelled() => {
-            let id = read_pgid(&pgid);
-            stop(session, id, spec.become_user.is_some()).await;
-            Finished { stopped: Some(Stop::Cancelled), ..Default::default() }
+        Ok(Err(openssh::Error::RemoteProcessTerminated)) => finished.signaled = true,
+        Ok(Err(e)) => finished.stopped = Some(Stop::Lost(e.to_string())),
+        Err(stop) => {
+            // The marker may not have arrived yet (a stop right after the start): wait a little.
+            let mut id = read_pgid(&pgid);
+            let waited = Instant::now();
+            while id.is_none() && waited.elapsed() < Duration::from_secs(2) {
+                tokio::select! {
+                    _ = &mut reads, if !reads_done => reads_done = true,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                id = read_pgid(&pgid);
+            }
+            let killed = stop_remote(session, id, spec).await;
+            finished.stopped = Some(match stop {
+                Stop::TimedOut { after, .. } => Stop::TimedOut { after, killed },
+                Stop::Cancelled { .. } => Stop::Cancelled { killed },
+                other => other,
+            });
         }
+    }
+    finished.truncated = stdout_cap.truncated.load(Ordering::Relaxed)
+        || stderr_cap.truncated.load(Ordering::Relaxed);
+    finished.stdout = stdout_cap.take();
+    finished.stderr = stderr_cap.take();
+    finished.unpacked = unpacked.lock().ok().and_then(|mut u| u.take());
+    finished
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
-fn read_pgid(slot: &std::sync::Mutex<Option<u32>>) -> Option<u32> {
+fn read_pgid(slot: &Mutex<Option<u32>>) -> Option<u32> {
     match slot.lock() {
         Ok(g) => *g,
         Err(p) => *p.into_inner(),
     }
 }
 
-/// Stops the remote process group: TERM, then KILL a second later (through sudo when the
-/// command ran through sudo). Bounded: a host that does not answer is left alone after 5 s.
-async fn stop(session: &Arc<Session>, pgid: Option<u32>, sudo: bool) {
-    let Some(pgid) = pgid else { return };
-    if pgid <= 1 {
-        return;
-    }
+/// Stops the remote process group: TERM, then KILL a second later, then the spec's cleanup.
+/// Through sudo when the command ran through sudo: as root, else as the become user. Bounded:
+/// a host that does not answer is left alone after 5 s. Returns whether the group was known and
+/// the kill command ran.
+async fn stop_remote(session: &Arc<Session>, pgid: Option<u32>, spec: &Spec) -> bool {
+    let Some(pgid) = pgid.filter(|p| *p > 1) else {
+        return false;
+    };
     // `kill -SIG -PGID` without `--`: dash's built-in kill does not take `--`.
-    let kill = if sudo { "sudo -n kill" } else { "kill" };
-    let line = format!(
-        "{kill} -TERM -{pgid} 2>/dev/null; sleep 1; {kill} -KILL -{pgid} 2>/dev/null; true"
-    );
-    let _ = tokio::time::timeout(
+    let kill = match &spec.become_user {
+        Some(user) => format!(
+            "k() {{ sudo -n kill \"$@\" 2>/dev/null || sudo -n -u {} kill \"$@\" 2>/dev/null; }}",
+            quote_posix(user)
+        ),
+        None => "k() { kill \"$@\" 2>/dev/null; }".to_string(),
+    };
+    let cleanup = spec.cleanup.clone().unwrap_or_default();
+    let line = format!("{kill}; k -TERM -{pgid}; sleep 1; k -KILL -{pgid}; {cleanup}\ntrue");
+    tokio::time::timeout(
         Duration::from_secs(5),
         session.raw_command(line).stdin(Stdio::null()).output(),
     )
-    .await;
+    .await
+    .is_ok_and(|r| r.is_ok())
 }
 
-/// Reads a stream line by line into the log (and up to `max` bytes into the capture). On stderr,
-/// the wrapper's first line gives the process group and is not logged.
+/// Reads a stream line by line into the log (and up to `max` bytes into `cap`). With `marker`,
+/// the first lines are searched for the wrapper's mark and process group, which are not logged.
 async fn collect<R: AsyncRead + Unpin>(
     reader: R,
     stream: LogStream,
     lines: &dyn Lines,
+    cap: &Capture,
     max: usize,
-    pgid: Option<&std::sync::Mutex<Option<u32>>>,
-) -> (String, bool) {
+    marker: Option<(&str, &Mutex<Option<u32>>)>,
+) {
     let mut reader = BufReader::with_capacity(16 * 1024, reader);
-    let mut captured = String::new();
-    let mut truncated = false;
     let mut buf = Vec::new();
-    let mut first = pgid.is_some();
+    let mut searched = 0;
+    let mut found = marker.is_none();
     loop {
         buf.clear();
         // Bounded read of one line: a stream without newlines cannot grow memory without limit.
@@ -272,25 +404,21 @@ async fn collect<R: AsyncRead + Unpin>(
         };
         let text = String::from_utf8_lossy(&buf[..n]);
         let line = text.trim_end_matches(['\n', '\r']);
-        if first {
-            first = false;
-            if let Some(id) = line.strip_prefix(PGID_MARK) {
-                if let (Some(slot), Ok(id)) = (pgid, id.trim().parse::<u32>()) {
-                    if let Ok(mut g) = slot.lock() {
+        if !found && searched < MARK_SEARCH_LINES {
+            searched += 1;
+            if let Some((mark, slot)) = marker {
+                if let Some(id) = line.strip_prefix(mark) {
+                    found = true;
+                    if let (Ok(id), Ok(mut g)) = (id.trim().parse::<u32>(), slot.lock()) {
                         *g = Some(id);
                     }
+                    continue;
                 }
-                continue;
             }
         }
         lines.line(stream, line);
-        if captured.len() + text.len() <= max {
-            captured.push_str(&text);
-        } else {
-            truncated = true;
-        }
+        cap.push(&text, max);
     }
-    (captured, truncated)
 }
 
 /// Reads up to and including a newline, or `max` bytes, whichever comes first.
@@ -323,53 +451,64 @@ async fn read_line_bounded<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-/// What to feed a command's stdin.
-pub enum Stdin {
-    /// Bytes in memory (a script).
-    Bytes(Arc<Vec<u8>>),
-    /// A local file, streamed (an archive to unpack).
-    File(std::path::PathBuf),
-}
-
-impl Stdin {
-    async fn copy_into<W: tokio::io::AsyncWrite + Unpin>(self, w: &mut W) -> std::io::Result<()> {
-        match self {
-            Stdin::Bytes(b) => w.write_all(&b).await,
-            Stdin::File(path) => {
-                let mut f = tokio::fs::File::open(path).await?;
-                tokio::io::copy(&mut f, w).await.map(|_| ())
-            }
-        }
-    }
-}
-
-/// Unpacks a tar stream into `dest` (entries cannot escape it: `..` and absolute paths are
-/// refused, links are not followed out). Returns files and bytes written.
+/// Unpacks a tar stream from a host into `dest`, trusting nothing in it: only regular files
+/// and folders are written (links, devices and fifos are skipped), `..` and absolute paths are
+/// refused, modes lose setuid/setgid/sticky and group/other write bits, and more than `limit`
+/// bytes of files stops it. Returns files and bytes written.
 async fn unpack(
     reader: openssh::ChildStdout,
     dest: std::path::PathBuf,
+    limit: u64,
 ) -> Result<(usize, u64), String> {
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let work = tokio::task::spawn_blocking(move || -> Result<(usize, u64), String> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&dest)
             .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
         let mut archive = tar::Archive::new(bridge);
-        archive.set_preserve_permissions(true);
+        archive.set_preserve_permissions(false);
+        archive.set_unpack_xattrs(false);
+        archive.set_preserve_mtime(true);
         let mut files = 0;
-        let mut bytes = 0;
+        let mut bytes = 0u64;
         for entry in archive
             .entries()
             .map_err(|e| format!("reading the archive: {e}"))?
         {
             let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
-            let is_file = entry.header().entry_type().is_file();
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                continue;
+            }
             let size = entry.header().size().unwrap_or(0);
+            if kind.is_file() {
+                bytes += size;
+                if bytes > limit {
+                    return Err(format!(
+                        "the host sent more than max_bytes ({limit} bytes); stopped"
+                    ));
+                }
+            }
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
+            let path = entry.path().map(|p| p.into_owned()).ok();
             let unpacked = entry
                 .unpack_in(&dest)
                 .map_err(|e| format!("unpacking into {}: {e}", dest.display()))?;
-            if unpacked && is_file {
-                files += 1;
-                bytes += size;
+            if unpacked {
+                if let Some(p) = path {
+                    let full = dest.join(p);
+                    let _ = std::fs::set_permissions(
+                        &full,
+                        std::fs::Permissions::from_mode(if kind.is_dir() {
+                            mode | 0o700
+                        } else {
+                            mode
+                        }),
+                    );
+                }
+                if kind.is_file() {
+                    files += 1;
+                }
             }
         }
         Ok((files, bytes))
@@ -377,5 +516,56 @@ async fn unpack(
     match work.await {
         Ok(r) => r,
         Err(e) => Err(format!("unpacking stopped: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_travel_on_stdin_not_in_the_command_line() {
+        let spec = Spec {
+            script: "deploy".into(),
+            env: [("TOKEN".to_string(), "s3cr3t'x".to_string())].into(),
+            cwd: Some("/srv/my app".into()),
+            become_user: Some("deploy user".into()),
+            script_on_stdin: true,
+            cleanup: None,
+        };
+        let line = spec.command_line("MARK");
+        assert!(!line.contains("s3cr3t"), "{line}");
+        assert!(
+            line.contains("exec sudo -n -H -u 'deploy user' -- /bin/sh -s"),
+            "{line}"
+        );
+        let stdin = String::from_utf8(spec.stdin_script().unwrap()).unwrap();
+        assert!(stdin.contains("export TOKEN='s3cr3t'\"'\"'x'"), "{stdin}");
+        assert!(stdin.contains("cd -- '/srv/my app' || exit 1"), "{stdin}");
+        assert!(
+            stdin.starts_with("{\n") && stdin.ends_with("\n} </dev/null\n"),
+            "{stdin}"
+        );
+    }
+
+    #[test]
+    fn data_commands_travel_as_one_quoted_argument() {
+        let spec = Spec {
+            script: "tar -x -f - -C '/x'".into(),
+            ..Default::default()
+        };
+        let line = spec.command_line("MARK");
+        assert_eq!(
+            line,
+            "printf '%s %s\\n' MARK \"$$\" >&2; exec /bin/sh -c 'tar -x -f - -C '\"'\"'/x'\"'\"''"
+        );
+        assert!(spec.stdin_script().is_none());
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        assert!(valid_env_name("PATH") && valid_env_name("_x1"));
+        assert!(!valid_env_name("1X") && !valid_env_name("A-B") && !valid_env_name(""));
+        assert!(!valid_env_name("A;rm"));
     }
 }

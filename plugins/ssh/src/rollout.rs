@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use openssh::Session;
@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::conn::{ConnKey, Pool};
-use crate::input::{Common, HostKeyChecking, Serial, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FORKS};
+use crate::input::{
+    Common, HostKeyChecking, Hosts, Rollout, Serial, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FORKS,
+};
 use crate::inventory::Host;
 
 /// How a host's part of the step ended.
@@ -260,9 +262,9 @@ fn shellexpand_home(p: &str) -> std::path::PathBuf {
     }
 }
 
-/// The hosts `common.hosts` selects, in inventory order, each once.
+/// The hosts `hosts` selects, in inventory order, each once.
 pub fn resolve_targets(
-    common: &Common,
+    hosts: &Hosts,
     cx: &StepContext,
     pool: &Pool,
 ) -> Result<Vec<Target>, String> {
@@ -271,7 +273,7 @@ pub fn resolve_targets(
         None => None,
     };
     let mut out: Vec<Target> = Vec::new();
-    for pattern in common.hosts.patterns() {
+    for pattern in hosts.patterns() {
         let found: Vec<Target> = match &inventory {
             Some(inv) => inv
                 .select(pattern)
@@ -286,7 +288,11 @@ pub fn resolve_targets(
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .map(|name| {
-                    if name.starts_with(['&', '!']) || name.contains('*') {
+                    if name.starts_with(['&', '!'])
+                        || name.contains('*')
+                        || name.contains(":&")
+                        || name.contains(":!")
+                    {
                         Err(format!(
                             "hosts `{pattern}`: `{name}` is a pattern, and patterns need an inventory \
                              (`inventory:` in the runbook or --inventory)"
@@ -329,11 +335,14 @@ pub fn batches(
         }
     }
     let rest = n - next;
-    let sizes: Vec<usize> = match serial {
+    let mut sizes: Vec<usize> = match serial {
         None => vec![rest.max(1)],
         Some(Serial::One(b)) => vec![b.of(n)?],
         Some(Serial::Steps(list)) => list.iter().map(|b| b.of(n)).collect::<Result<_, _>>()?,
     };
+    if sizes.is_empty() {
+        sizes.push(rest.max(1));
+    }
     let mut i = 0;
     while next < n {
         let size = sizes[i.min(sizes.len() - 1)].max(1);
@@ -345,16 +354,29 @@ pub fn batches(
     Ok(out)
 }
 
-/// What the action does on one host, given its connection.
+/// What the action does on one host.
 pub trait PerHost: Sync {
-    /// Runs on one host; `result` comes prefilled with its name and address.
+    /// The connection inputs of one host's rendered inputs (`user`, `port`, `timeout` …).
+    fn common(&self, input: &Value) -> Result<Common, String>;
+
+    /// Runs on one host with its rendered inputs; `result` comes prefilled with its name and
+    /// address.
     fn run<'a>(
         &'a self,
         target: &'a Target,
+        input: Value,
         session: Arc<Session>,
         log: &'a HostLog,
         result: HostResult,
     ) -> std::pin::Pin<Box<dyn Future<Output = HostResult> + Send + 'a>>;
+}
+
+/// One host's inputs: the step's, with the fields that read `host` rendered for it.
+pub fn input_for(raw: &Value, cx: &StepContext, target: &Target) -> Result<Value, String> {
+    match &cx.per_target {
+        Some(p) if !p.is_empty() => p.render(raw, "host", &target.template_value()),
+        _ => Ok(raw.clone()),
+    }
 }
 
 /// A host's view of the step log: every line starts with the host's name.
@@ -384,7 +406,8 @@ impl crate::remote::Lines for HostLog {
 /// carries the same result.
 pub async fn rollout(
     targets: Vec<Target>,
-    common: &Common,
+    common: &Rollout,
+    raw: &Value,
     cx: &StepContext,
     pool: &Pool,
     per_host: &dyn PerHost,
@@ -397,16 +420,6 @@ pub async fn rollout(
         .unwrap_or(DEFAULT_FORKS)
         .max(1);
     let max_pct = common.max_fail_percentage.unwrap_or(0.0).clamp(0.0, 100.0);
-    let connect_timeout = common
-        .connect_timeout
-        .map(|d| d.get())
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    if common.host_key_checking == HostKeyChecking::Off && pool.first_unchecked() {
-        cx.log.line(
-            LogStream::Stderr,
-            "warning: host_key_checking is off: host keys are not checked, so anyone on the network path can pose as these hosts",
-        );
-    }
     if n == 0 {
         cx.log
             .line(LogStream::Stdout, "no hosts matched: nothing to do");
@@ -447,7 +460,7 @@ pub async fn rollout(
                         r.error = Some("not started: the step was cancelled".into());
                         r
                     } else {
-                        one_host(target, common, cx, pool, per_host, &log, connect_timeout).await
+                        one_host(target, raw, cx, pool, per_host, &log).await
                     };
                     r.batch = b + 1;
                     report_host(cx, &log, &r);
@@ -579,42 +592,54 @@ fn plural(n: usize) -> &'static str {
 
 async fn one_host(
     target: &Target,
-    common: &Common,
+    raw: &Value,
     cx: &StepContext,
     pool: &Pool,
     per_host: &dyn PerHost,
     log: &HostLog,
-    connect_timeout: Duration,
 ) -> HostResult {
     let started = Instant::now();
-    let key = match target.conn_key(common, &cx.cwd) {
-        Ok(k) => k,
-        Err(e) => {
-            let mut r = HostResult::new(target, HostStatus::Unreachable);
-            r.error = Some(e);
-            return r;
-        }
+    let failed = |status: HostStatus, e: String| {
+        let mut r = HostResult::new(target, status);
+        r.error = Some(e);
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        r
     };
+    let input = match input_for(raw, cx, target) {
+        Ok(v) => v,
+        Err(e) => return failed(HostStatus::Failed, e),
+    };
+    let common = match per_host.common(&input) {
+        Ok(c) => c,
+        Err(e) => return failed(HostStatus::Failed, e),
+    };
+    if common.host_key_checking == HostKeyChecking::Off && pool.first_unchecked() {
+        cx.log.line(
+            LogStream::Stderr,
+            "warning: host_key_checking is off: host keys are not checked, so anyone on the network path can pose as these hosts",
+        );
+    }
+    let key = match target.conn_key(&common, &cx.cwd) {
+        Ok(k) => k,
+        Err(e) => return failed(HostStatus::Unreachable, e),
+    };
+    let connect_timeout = common
+        .connect_timeout
+        .map(|d| d.get())
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let connect = pool.session(&key, connect_timeout);
     let session = tokio::select! {
         s = connect => s,
         _ = cx.cancel.cancelled() => {
-            let mut r = HostResult::new(target, HostStatus::Cancelled);
-            r.error = Some("cancelled while connecting".into());
-            r.duration_ms = started.elapsed().as_millis() as u64;
-            return r;
+            return failed(HostStatus::Cancelled, "cancelled while connecting".into());
         }
     };
     let mut r = match session {
         Ok(session) => {
             let r = HostResult::new(target, HostStatus::Succeeded);
-            per_host.run(target, session, log, r).await
+            per_host.run(target, input, session, log, r).await
         }
-        Err(e) => {
-            let mut r = HostResult::new(target, HostStatus::Unreachable);
-            r.error = Some(e.message);
-            r
-        }
+        Err(e) => failed(HostStatus::Unreachable, e.message),
     };
     r.duration_ms = started.elapsed().as_millis() as u64;
     r

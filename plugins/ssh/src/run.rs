@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 use indexmap::IndexMap;
 use openssh::Session;
@@ -11,7 +14,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::remote::{self, Spec, Stdin};
+use crate::input::Common;
+use crate::remote::{self, Spec};
 use crate::rollout::{HostLog, HostResult, PerHost, Target};
 
 /// Bytes of stdout (and of stderr) kept per host when `max_output` is not given.
@@ -79,90 +83,109 @@ impl Action for SshRun {
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
-        let parsed: RunInput = crate::parse(&input)?;
-        let common = parsed.common();
-        let script_bytes = match &parsed.script {
-            Some(Script::File { file }) => {
-                let path = cx.cwd.join(file);
-                Some(Arc::new(std::fs::read(&path).map_err(|e| {
-                    ActionError::permanent(format!(
-                        "cannot read the script {}: {e}",
-                        path.display()
-                    ))
-                })?))
-            }
-            Some(Script::Inline(text)) => Some(Arc::new(text.clone().into_bytes())),
-            None => None,
-        };
         let per_host = RunOnHost {
-            raw: input,
             cx: cx.clone(),
-            script: script_bytes,
+            files: Mutex::new(HashMap::new()),
         };
-        crate::fleet(&common, cx, &per_host).await
+        crate::fleet(&input, cx, &per_host).await
     }
 }
 
 struct RunOnHost {
-    raw: Value,
     cx: StepContext,
-    script: Option<Arc<Vec<u8>>>,
+    /// Local script files, read once each.
+    files: Mutex<HashMap<String, Arc<String>>>,
 }
 
 impl RunOnHost {
-    /// This host's inputs: the step's, with the fields that read `host` rendered for it.
-    fn input_for(&self, target: &Target) -> Result<RunInput, String> {
-        let v = match &self.cx.per_target {
-            Some(p) if !p.is_empty() => p.render(&self.raw, "host", &target.template_value())?,
-            _ => return crate::parse::<RunInput>(&self.raw).map_err(|e| e.message),
-        };
-        crate::parse::<RunInput>(&v).map_err(|e| e.message)
-    }
-}
-
-/// The remote shell text of the inputs (without env, cwd and sudo, which [`Spec`] adds).
-fn script_text(input: &RunInput) -> Result<String, String> {
-    match (&input.command, &input.args, &input.script) {
-        (Some(c), None, None) => Ok(c.clone()),
-        (None, Some(args), None) if !args.is_empty() => Ok(args
-            .iter()
-            .map(|a| quote_posix(a))
-            .collect::<Vec<_>>()
-            .join(" ")),
-        (None, args, Some(_)) => {
-            let args: String = args
-                .iter()
-                .flatten()
-                .map(|a| format!(" {}", quote_posix(a)))
-                .collect();
-            Ok(format!(
-                "t=$(mktemp \"${{TMPDIR:-/tmp}}/opsbook.XXXXXX\") || exit 1\n\
-                 trap 'rm -f \"$t\"' EXIT\n\
-                 cat > \"$t\" && chmod 700 \"$t\" || exit 1\n\
-                 \"$t\"{args}"
-            ))
+    fn script_file(&self, file: &str) -> Result<Arc<String>, String> {
+        if let Some(text) = self.files.lock().ok().and_then(|m| m.get(file).cloned()) {
+            return Ok(text);
         }
-        _ => Err(
-            "give exactly one of `command`, `args` or `script` (`args` may go with `script`)"
-                .into(),
-        ),
+        let path = self.cx.cwd.join(file);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read the script {}: {e}", path.display()))?;
+        let text = Arc::new(
+            String::from_utf8(bytes)
+                .map_err(|_| format!("the script {} is not UTF-8 text", path.display()))?,
+        );
+        if let Ok(mut m) = self.files.lock() {
+            m.insert(file.to_string(), text.clone());
+        }
+        Ok(text)
+    }
+
+    /// The remote shell text of the inputs (without env, cwd and sudo, which [`Spec`] adds),
+    /// and what to remove if it is stopped.
+    fn script_text(&self, input: &RunInput, tag: &str) -> Result<(String, Option<String>), String> {
+        match (&input.command, &input.args, &input.script) {
+            (Some(c), None, None) => Ok((c.clone(), None)),
+            (None, Some(args), None) if !args.is_empty() => Ok((
+                args.iter()
+                    .map(|a| quote_posix(a))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None,
+            )),
+            (None, args, Some(script)) => {
+                let text = match script {
+                    Script::Inline(t) => Arc::new(t.clone()),
+                    Script::File { file } => self.script_file(file)?,
+                };
+                let args: String = args
+                    .iter()
+                    .flatten()
+                    .map(|a| format!(" {}", quote_posix(a)))
+                    .collect();
+                // The script goes to a temporary file through a here-document whose delimiter
+                // cannot occur in it, then runs; the file is removed when the shell exits.
+                let mut delim = format!("OPSBOOK_SCRIPT_{tag}");
+                while text.lines().any(|l| l == delim) {
+                    delim.push('_');
+                }
+                let newline = if text.ends_with('\n') { "" } else { "\n" };
+                let pattern = format!("\"${{TMPDIR:-/tmp}}\"/opsbook.{tag}.");
+                Ok((
+                    format!(
+                        "t=$(mktemp {pattern}XXXXXX) || exit 1\n\
+                         trap 'rm -f \"$t\"' EXIT\n\
+                         cat > \"$t\" <<'{delim}'\n{text}{newline}{delim}\n\
+                         chmod 700 \"$t\" || exit 1\n\
+                         \"$t\"{args}"
+                    ),
+                    Some(format!("rm -f {pattern}*")),
+                ))
+            }
+            _ => Err(
+                "give exactly one of `command`, `args` or `script` (`args` may go with `script`)"
+                    .into(),
+            ),
+        }
     }
 }
 
 impl PerHost for RunOnHost {
+    fn common(&self, input: &Value) -> Result<Common, String> {
+        crate::parse::<RunInput>(input)
+            .map(|i| i.common())
+            .map_err(|e| e.message)
+    }
+
     fn run<'a>(
         &'a self,
-        target: &'a Target,
+        _target: &'a Target,
+        input: Value,
         session: Arc<Session>,
         log: &'a HostLog,
         result: HostResult,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HostResult> + Send + 'a>> {
         Box::pin(async move {
-            let input = match self.input_for(target) {
+            let input: RunInput = match crate::parse(&input) {
                 Ok(i) => i,
-                Err(e) => return result.failed(e),
+                Err(e) => return result.failed(e.message),
             };
-            let script = match script_text(&input) {
+            let tag = remote::nonce();
+            let (script, cleanup) = match self.script_text(&input, &tag) {
                 Ok(s) => s,
                 Err(e) => return result.failed(e),
             };
@@ -170,8 +193,13 @@ impl PerHost for RunOnHost {
                 return result.failed(format!("`env` has an invalid variable name `{bad}`"));
             }
             let common = input.common();
+            let shown = match &input.script {
+                Some(Script::File { file }) => format!("script {file}"),
+                Some(Script::Inline(_)) => "an inline script".to_string(),
+                None => script.clone(),
+            };
             let spec = Spec {
-                script: script.clone(),
+                script,
                 env: input
                     .env
                     .iter()
@@ -179,18 +207,18 @@ impl PerHost for RunOnHost {
                     .collect(),
                 cwd: input.cwd.clone(),
                 become_user: common.become_user().map(str::to_string),
+                script_on_stdin: true,
+                cleanup,
             };
             if self.cx.dry_run {
-                return dry_run(&session, &spec, &script, log, result).await;
+                return dry_run(&session, &spec, &shown, log, result, &self.cx).await;
             }
-            let stdin = self.script.clone().map(Stdin::Bytes);
             let max = input
                 .max_output
                 .map(|m| m as usize)
                 .unwrap_or(DEFAULT_MAX_OUTPUT);
             let timeout = common.timeout.map(|t| t.get());
-            let done =
-                remote::run(&session, &spec, stdin, log, max, timeout, &self.cx.cancel).await;
+            let done = remote::run(&session, &spec, None, log, max, timeout, &self.cx.cancel).await;
             crate::finish(
                 result,
                 done,
@@ -206,33 +234,15 @@ impl PerHost for RunOnHost {
 async fn dry_run(
     session: &Arc<Session>,
     spec: &Spec,
-    script: &str,
+    shown: &str,
     log: &HostLog,
     mut result: HostResult,
+    cx: &StepContext,
 ) -> HostResult {
-    result.extra.insert("would_run".into(), json!(script));
-    log.note(&format!("would run: {script}"));
+    result.extra.insert("would_run".into(), json!(shown));
+    log.note(&format!("would run: {shown}"));
     if let Some(user) = &spec.become_user {
-        let probe = Spec {
-            script: "true".into(),
-            env: IndexMap::new(),
-            cwd: None,
-            become_user: Some(user.clone()),
-        };
-        let done = remote::run(
-            session,
-            &probe,
-            None,
-            log,
-            4096,
-            Some(std::time::Duration::from_secs(30)),
-            &tokio_util::sync::CancellationToken::new(),
-        )
-        .await;
-        if done.exit_code != Some(0) {
-            let why = crate::sudo_problem(&done.stderr, user).unwrap_or_else(|| {
-                format!("`sudo -n -u {user} true` failed: {}", done.stderr.trim())
-            });
+        if let Err(why) = crate::probe_sudo(session, user, log, cx).await {
             return result.failed(why);
         }
         result.extra.insert("sudo".into(), json!("ok"));

@@ -11,6 +11,7 @@ use opsbook_engine::action::{Action, ActionError, ActionSpec, StepContext};
 use opsbook_engine::template::filters::quote_posix;
 use serde_json::{json, Value};
 
+use crate::input::Common;
 use crate::remote::{self, Output, Spec, Stdin};
 use crate::rollout::{HostLog, HostResult, PerHost, Target};
 
@@ -43,6 +44,10 @@ crate::input_struct! {
         pub src: String,
         /// A local folder, relative to the runbook: each host's copy goes to `dest/<host>/`.
         pub dest: String,
+        /// Bytes of files a host may send (default 1 GiB); more fails that host.
+        #[serde(default)]
+        #[schemars(range(min = 1))]
+        pub max_bytes: Option<u64>,
     }
 }
 
@@ -76,13 +81,11 @@ impl Action for SshCopy {
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
-        let parsed: CopyInput = crate::parse(&input)?;
         let per_host = CopyToHost {
-            raw: input,
             cx: cx.clone(),
             archives: Mutex::new(HashMap::new()),
         };
-        crate::fleet(&parsed.common(), cx, &per_host).await
+        crate::fleet(&input, cx, &per_host).await
     }
 }
 
@@ -99,26 +102,9 @@ impl Action for SshFetch {
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
-        let parsed: FetchInput = crate::parse(&input)?;
-        let per_host = FetchFromHost {
-            raw: input,
-            cx: cx.clone(),
-        };
-        crate::fleet(&parsed.common(), cx, &per_host).await
+        let per_host = FetchFromHost { cx: cx.clone() };
+        crate::fleet(&input, cx, &per_host).await
     }
-}
-
-/// This host's inputs: the step's, with the fields that read `host` rendered for it.
-fn input_for<T: serde::de::DeserializeOwned>(
-    raw: &Value,
-    cx: &StepContext,
-    target: &Target,
-) -> Result<T, String> {
-    let v = match &cx.per_target {
-        Some(p) if !p.is_empty() => p.render(raw, "host", &target.template_value())?,
-        _ => raw.clone(),
-    };
-    crate::parse::<T>(&v).map_err(|e| e.message)
 }
 
 /// An archive built once per distinct (src, content, dest, mode) and streamed to every host.
@@ -126,8 +112,6 @@ struct Archive {
     file: tempfile::NamedTempFile,
     /// The remote folder it unpacks in.
     dir: String,
-    /// What it holds, relative to `dir`, for `chmod` and messages.
-    entries: Vec<String>,
     files: usize,
     bytes: u64,
 }
@@ -135,28 +119,37 @@ struct Archive {
 /// What makes two hosts' archives the same: (src, content, dest, mode).
 type ArchiveKey = (Option<String>, Option<String>, String, Option<String>);
 
+type ArchiveCell = Arc<tokio::sync::OnceCell<Result<Arc<Archive>, String>>>;
+
 struct CopyToHost {
-    raw: Value,
     cx: StepContext,
-    archives: Mutex<HashMap<ArchiveKey, Arc<Archive>>>,
+    archives: Mutex<HashMap<ArchiveKey, ArchiveCell>>,
 }
 
 impl CopyToHost {
-    fn archive(&self, input: &CopyInput) -> Result<Arc<Archive>, String> {
+    /// The archive for these inputs, built once (off the async threads: a big folder takes a
+    /// while) however many hosts ask at the same time.
+    async fn archive(&self, input: &CopyInput) -> Result<Arc<Archive>, String> {
         let key = (
             input.src.clone(),
             input.content.clone(),
             input.dest.clone(),
             input.mode.clone(),
         );
-        if let Some(a) = self.archives.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(a);
-        }
-        let a = Arc::new(build_archive(input, &self.cx.cwd)?);
-        if let Ok(mut m) = self.archives.lock() {
-            m.insert(key, a.clone());
-        }
-        Ok(a)
+        let cell = match self.archives.lock() {
+            Ok(mut m) => m.entry(key).or_default().clone(),
+            Err(_) => return Err("the archive cache is unusable after a crash".into()),
+        };
+        cell.get_or_init(|| async {
+            let input = input.clone();
+            let base = self.cx.cwd.clone();
+            match tokio::task::spawn_blocking(move || build_archive(&input, &base)).await {
+                Ok(r) => r.map(Arc::new),
+                Err(e) => Err(format!("building the archive stopped: {e}")),
+            }
+        })
+        .await
+        .clone()
     }
 }
 
@@ -186,7 +179,6 @@ fn split_dest(dest: &str, local_name: &str) -> (String, String) {
 struct Packer {
     builder: tar::Builder<std::fs::File>,
     mode: Option<u32>,
-    entries: Vec<String>,
     files: usize,
     bytes: u64,
 }
@@ -212,7 +204,6 @@ impl Packer {
         self.builder
             .append_data(&mut header, name, data)
             .map_err(|e| format!("cannot archive {name}: {e}"))?;
-        self.entries.push(name.to_string());
         self.files += 1;
         self.bytes += size;
         Ok(())
@@ -237,9 +228,21 @@ impl Packer {
                 let m = std::fs::metadata(&p)
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
                 if m.is_dir() {
-                    self.builder
-                        .append_dir(&rel, &p)
-                        .map_err(|e| format!("cannot archive {}: {e}", p.display()))?;
+                    // Folders get no entry of their own (tar creates them for their files), so
+                    // an existing folder on the host keeps its mode and owner; only empty
+                    // folders need one.
+                    let empty = std::fs::read_dir(&p)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false);
+                    if empty {
+                        let mut header = tar::Header::new_gnu();
+                        header.set_entry_type(tar::EntryType::Directory);
+                        header.set_mode(0o755);
+                        header.set_size(0);
+                        self.builder
+                            .append_data(&mut header, &rel, std::io::empty())
+                            .map_err(|e| format!("cannot archive {}: {e}", p.display()))?;
+                    }
                     stack.push(p);
                 } else if m.is_file() {
                     let mut f = std::fs::File::open(&p)
@@ -262,7 +265,6 @@ fn build_archive(input: &CopyInput, base: &Path) -> Result<Archive, String> {
     let mut p = Packer {
         builder: tar::Builder::new(writer),
         mode,
-        entries: Vec::new(),
         files: 0,
         bytes: 0,
     };
@@ -302,7 +304,6 @@ fn build_archive(input: &CopyInput, base: &Path) -> Result<Archive, String> {
     Ok(Archive {
         file,
         dir,
-        entries: p.entries,
         files: p.files,
         bytes: p.bytes,
     })
@@ -314,37 +315,38 @@ fn local_mode(m: &std::fs::Metadata) -> u32 {
 }
 
 impl PerHost for CopyToHost {
+    fn common(&self, input: &Value) -> Result<Common, String> {
+        crate::parse::<CopyInput>(input)
+            .map(|i| i.common())
+            .map_err(|e| e.message)
+    }
+
     fn run<'a>(
         &'a self,
-        target: &'a Target,
+        _target: &'a Target,
+        input: Value,
         session: Arc<Session>,
         log: &'a HostLog,
         mut result: HostResult,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HostResult> + Send + 'a>> {
         Box::pin(async move {
-            let input: CopyInput = match input_for(&self.raw, &self.cx, target) {
+            let input: CopyInput = match crate::parse(&input) {
                 Ok(i) => i,
-                Err(e) => return result.failed(e),
+                Err(e) => return result.failed(e.message),
             };
-            let archive = match self.archive(&input) {
+            let archive = match self.archive(&input).await {
                 Ok(a) => a,
                 Err(e) => return result.failed(e),
             };
             let common = input.common();
             let dir = quote_posix(&archive.dir);
-            let mut script = format!("mkdir -p -- {dir} && tar -x -o -f - -C {dir}");
-            if let Some(mode) = &input.mode {
-                // tar applies the umask when not run as root: set the mode explicitly.
-                let files: Vec<String> = archive.entries.iter().map(|e| quote_posix(e)).collect();
-                script.push_str(&format!(
-                    " && cd -- {dir} && chmod {} -- {}",
-                    quote_posix(mode),
-                    files.join(" ")
-                ));
-            }
+            // -p: the modes in the archive exactly (no umask); -o: files owned by whoever
+            // writes them (the login user, or become_user).
+            let script = format!("mkdir -p -- {dir} && tar -x -o -p -f - -C {dir}");
             result.extra.insert("files".into(), json!(archive.files));
             result.extra.insert("bytes".into(), json!(archive.bytes));
             result.extra.insert("dest".into(), json!(input.dest));
+            let become_user = common.become_user().map(str::to_string);
             if self.cx.dry_run {
                 log.note(&format!(
                     "would copy {} file{} ({} bytes) to {}",
@@ -353,13 +355,18 @@ impl PerHost for CopyToHost {
                     archive.bytes,
                     input.dest
                 ));
+                if let Some(user) = &become_user {
+                    if let Err(why) = crate::probe_sudo(&session, user, log, &self.cx).await {
+                        return result.failed(why);
+                    }
+                    result.extra.insert("sudo".into(), json!("ok"));
+                }
                 return result;
             }
             let spec = Spec {
                 script,
-                env: Default::default(),
-                cwd: None,
-                become_user: common.become_user().map(str::to_string),
+                become_user,
+                ..Default::default()
             };
             let done = remote::run(
                 &session,
@@ -377,22 +384,31 @@ impl PerHost for CopyToHost {
 }
 
 struct FetchFromHost {
-    raw: Value,
     cx: StepContext,
 }
 
+/// Bytes a host may send to `ssh.fetch` when `max_bytes` is not given.
+const DEFAULT_MAX_FETCH: u64 = 1 << 30;
+
 impl PerHost for FetchFromHost {
+    fn common(&self, input: &Value) -> Result<Common, String> {
+        crate::parse::<FetchInput>(input)
+            .map(|i| i.common())
+            .map_err(|e| e.message)
+    }
+
     fn run<'a>(
         &'a self,
         target: &'a Target,
+        input: Value,
         session: Arc<Session>,
         log: &'a HostLog,
         mut result: HostResult,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HostResult> + Send + 'a>> {
         Box::pin(async move {
-            let input: FetchInput = match input_for(&self.raw, &self.cx, target) {
+            let input: FetchInput = match crate::parse(&input) {
                 Ok(i) => i,
-                Err(e) => return result.failed(e),
+                Err(e) => return result.failed(e.message),
             };
             let common = input.common();
             let src = input.src.trim_end_matches('/');
@@ -410,19 +426,26 @@ impl PerHost for FetchFromHost {
                 .extra
                 .insert("dest".into(), json!(dest.display().to_string()));
             let script = format!(
-                "cd -- {dir} 2>/dev/null || {{ echo \"no folder {dir} on the host\" >&2; exit 2; }}; tar -c -f - -- {name}",
+                "cd -- {dir} 2>/dev/null || {{ printf 'no folder %s on the host\\n' {dir} >&2; exit 2; }}; tar -c -f - -- {name}",
                 dir = quote_posix(dir),
                 name = quote_posix(name)
             );
+            let become_user = common.become_user().map(str::to_string);
+            if self.cx.dry_run {
+                if let Some(user) = &become_user {
+                    if let Err(why) = crate::probe_sudo(&session, user, log, &self.cx).await {
+                        return result.failed(why);
+                    }
+                }
+            }
             let spec = Spec {
                 script: if self.cx.dry_run {
                     format!("test -e {}", quote_posix(src))
                 } else {
                     script
                 },
-                env: Default::default(),
-                cwd: None,
-                become_user: common.become_user().map(str::to_string),
+                become_user,
+                ..Default::default()
             };
             if self.cx.dry_run {
                 let done = remote::run(
@@ -451,7 +474,7 @@ impl PerHost for FetchFromHost {
                 &spec,
                 None,
                 log,
-                Output::Unpack(dest.clone()),
+                Output::Unpack(dest.clone(), input.max_bytes.unwrap_or(DEFAULT_MAX_FETCH)),
                 common.timeout.map(|t| t.get()),
                 &self.cx.cancel,
             )
