@@ -1804,3 +1804,74 @@ steps:
     let case = junit_case(&junit, "ok_hosts");
     assert!(case.contains("<failure"), "{junit}");
 }
+
+/// ssh-agent: with no identity file anywhere, the key held by the agent of `SSH_AUTH_SOCK` logs
+/// in; without the agent the host is unreachable with an authentication message.
+#[test]
+fn ssh_agent_keys_log_in() {
+    let f = fleet(1);
+    let d = Dir::new("agent");
+    let sock = d.path("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ssh-agent");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+    let added = Command::new("ssh-add")
+        .arg(f.client_key())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    // A client config without any IdentityFile.
+    d.write(
+        "ssh_config",
+        &format!(
+            "Host *\n  User {}\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n",
+            f.user(),
+            f.known_hosts().display()
+        ),
+    );
+    let h = &f.hosts()[0];
+    let rb = format!(
+        "version: 1\nname: agent\nsteps:\n  - id: who\n    uses: ssh.run\n    with:\n      hosts: {}\n      port: {}\n      connect_timeout: 3s\n      ssh_config: ssh_config\n      command: id -un\n",
+        h.address, h.port
+    );
+    d.write("rb.yaml", &rb);
+    let go = |agent: Option<&Path>| {
+        let _ = std::fs::remove_dir_all(d.path("out"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsbook"));
+        cmd.args(["run", "rb.yaml", "--report-dir", "out"])
+            .current_dir(&d.0)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(a) = agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        let o = wait_output(cmd.spawn().unwrap());
+        (o.status.code().unwrap_or(-1), report(&d), o)
+    };
+    let (code, rep, o) = go(Some(&sock));
+    assert_eq!(code, 0, "{}", text(&o));
+    let who = format!("{}\n", f.user());
+    assert_eq!(host(step(&rep, "who"), &h.address)["stdout"], who.as_str());
+    let (code, rep, o) = go(None);
+    assert_eq!(code, 1, "{}", text(&o));
+    let r = host(step(&rep, "who"), &h.address);
+    assert_eq!(r["status"], "unreachable", "{r}");
+    assert!(error_of(r).contains("authentication failed"), "{r}");
+}

@@ -129,9 +129,28 @@ impl RunState for Pool {
                     conns.push(conn);
                 }
             }
-            let closing = conns.iter().map(|c| async move {
-                let _ = c.session.close_shared().await;
-                c.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let closing = conns.iter_mut().map(|c| async move {
+                // Over the control socket (no process), when nothing else holds the session;
+                // else with `ssh -O exit`.
+                let closed = match Arc::get_mut(&mut c.session) {
+                    Some(_) => {
+                        let session = std::mem::replace(
+                            &mut c.session,
+                            Arc::new(Session::resume_mux(
+                                c.control.clone().into_boxed_path(),
+                                None,
+                            )),
+                        );
+                        match Arc::try_unwrap(session) {
+                            Ok(s) => s.close().await.is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                    None => false,
+                };
+                if closed || c.session.close_shared().await.is_ok() {
+                    c.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             });
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -380,10 +399,19 @@ fn explain(key: &ConnKey, said: &str) -> String {
         detail = "ssh failed without saying why".into();
     }
     let dest = key.display();
-    let known = key
-        .known_hosts_file
-        .as_ref()
-        .map(|p| p.display().to_string())
+    // ssh names the file and line of a key that no longer matches ("Offending ED25519 key in
+    // /path/known_hosts:3"); else the file given, else the default.
+    let offending = detail.lines().find_map(|l| {
+        let rest = l.split_once("Offending ")?.1;
+        let file = rest.split_once(" key in ")?.1.trim();
+        Some(file.rsplit_once(':').map_or(file, |(f, _)| f).to_string())
+    });
+    let known = offending
+        .or_else(|| {
+            key.known_hosts_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+        })
         .unwrap_or_else(|| "~/.ssh/known_hosts".into());
     let entry = match key.port {
         Some(p) if p != 22 => format!("[{}]:{p}", key.address),

@@ -149,7 +149,11 @@ impl Target {
     /// over the inventory's `ansible_*` vars, which win over `ansible_ssh_common_args` and
     /// `ansible_ssh_extra_args`. Relative paths are the runbook's.
     pub fn conn_key(&self, c: &Common, base: &Path) -> Result<ConnKey, String> {
-        let path = |p: &str| base.join(shellexpand_home(p));
+        // Absolute: ssh reads relative paths in a config file against ~/.ssh, not the runbook.
+        let path = |p: &str| {
+            let joined = base.join(shellexpand_home(p));
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
         let args = SshArgs::from_vars(&self.vars)?;
         let mut options: Vec<(String, String)> = c
             .ssh_options
