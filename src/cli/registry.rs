@@ -8,5 +8,6 @@ pub fn registry() -> Registry {
     opsbook_engine::builtins::register(&mut r);
     opsbook_shell::register(&mut r);
     opsbook_ssh::register(&mut r);
+    opsbook_http::register(&mut r);
     r
 }
