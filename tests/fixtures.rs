@@ -13,6 +13,8 @@ fn registry() -> Registry {
     opsbook_shell::register(&mut r);
     opsbook_ssh::register(&mut r);
     opsbook_http::register(&mut r);
+    opsbook_slack::register(&mut r);
+    opsbook_prometheus::register(&mut r);
     r
 }
 

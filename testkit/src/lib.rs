@@ -2,5 +2,11 @@
 //!
 //! - [`sshd`]: a [`sshd::Fleet`] of real OpenSSH servers on loopback addresses
 //!   (127.0.0.2, 127.0.0.3, ...) for integration tests and benchmarks of the SSH plugin.
+//! - [`prometheus`]: a real [`prometheus::Pushgateway`] and [`prometheus::Prometheus`]
+//!   (Debian's packages) on 127.0.0.1, for tests that push metrics and query them back.
+//! - [`tls`]: [`tls::Certs`], a CA with a server and a client certificate signed by it, as
+//!   PEM files for TLS and mutual-TLS tests.
 
+pub mod prometheus;
 pub mod sshd;
+pub mod tls;

@@ -160,7 +160,7 @@ fn drop_ends_open_sessions() {
         .args(["-p", &host.port.to_string(), &host.address])
         .arg("echo ready; sleep 60")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run ssh");
     let mut line = String::new();
@@ -168,7 +168,14 @@ fn drop_ends_open_sessions() {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read from ssh");
-    assert_eq!(line.trim(), "ready");
+    if line.trim() != "ready" {
+        let _ = client.kill();
+        let out = client.wait_with_output().expect("wait for ssh");
+        panic!(
+            "ssh said {line:?}; its stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     drop(fleet);
     let deadline = Instant::now() + Duration::from_secs(5);

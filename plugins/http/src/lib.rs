@@ -18,6 +18,9 @@ use opsbook_engine::action::{ActionError, LogStream, Registry, StepContext};
 use serde_json::Value;
 
 pub use client::{ClientKey, Clients};
+pub use request::{apply_auth, headers as header_map};
+/// The HTTP client library, for plugins that use [`client_for`] and [`send::send`].
+pub use reqwest;
 
 /// Adds `http.request` and `http.wait`.
 pub fn register(registry: &mut Registry) {

@@ -128,6 +128,7 @@ impl Action for HttpRequest {
             max_response: input.max_response.unwrap_or(DEFAULT_MAX_RESPONSE),
             save_to: input.save_to.as_ref().map(|p| cx.cwd.join(p)),
             cx,
+            label: None,
         };
         let expect = input.expect.clone().unwrap_or_default();
         match &input.paginate {

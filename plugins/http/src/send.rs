@@ -52,6 +52,9 @@ pub struct Call<'a> {
     pub save_to: Option<PathBuf>,
     /// The step.
     pub cx: &'a StepContext,
+    /// How the log names the request (default: method and URL without its query); set it when
+    /// the URL itself is a secret (a webhook).
+    pub label: Option<String>,
 }
 
 /// A response, read.
@@ -126,7 +129,10 @@ pub fn shown(method: Method, url: &reqwest::Url) -> String {
 
 /// Sends the request, retrying as the inputs allow, and reads the response.
 pub async fn send(call: &Call<'_>) -> Result<Response, ActionError> {
-    let what = shown(call.method, &call.url);
+    let what = call
+        .label
+        .clone()
+        .unwrap_or_else(|| shown(call.method, &call.url));
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -236,7 +242,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn secs(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -280,7 +286,10 @@ fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 async fn read(resp: reqwest::Response, call: &Call<'_>) -> Result<Response, ActionError> {
-    let what = shown(call.method, &call.url);
+    let what = call
+        .label
+        .clone()
+        .unwrap_or_else(|| shown(call.method, &call.url));
     let status = resp.status();
     let mut headers = Map::new();
     for (name, value) in resp.headers() {

@@ -97,6 +97,7 @@ impl Action for HttpWait {
             max_response: 1 << 20,
             save_to: None,
             cx,
+            label: None,
         };
         let what = send::shown(input.method, &call.url);
         let started = Instant::now();
