@@ -17,6 +17,20 @@ pub struct Masker {
 /// Shorter values are not masked: masking `a` or `1` would shred every line.
 const MIN_MASKED_LEN: usize = 3;
 
+/// `s` with every byte outside `A-Za-z0-9-._~` percent-encoded (RFC 3986 unreserved kept), as
+/// URL query builders write it.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Masker {
     /// A masker for these secret values.
     pub fn new<I: IntoIterator<Item = String>>(values: I) -> Self {
@@ -32,6 +46,18 @@ impl Masker {
             .filter(|l| l.trim().len() >= MIN_MASKED_LEN)
             .collect();
         v.extend(lines);
+        // A secret put into a URL or a form travels percent-encoded (`a+b/c` → `a%2Bb%2Fc`,
+        // a space as `%20` or `+`); those forms are masked too.
+        let encoded: Vec<String> = v
+            .iter()
+            .flat_map(|s| {
+                let pct = percent_encode(s);
+                let plus = pct.replace("%20", "+");
+                [pct, plus]
+            })
+            .filter(|e| !v.contains(e))
+            .collect();
+        v.extend(encoded);
         v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         v.dedup();
         Masker {
@@ -123,6 +149,14 @@ fn strip_newline(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoded_secrets_are_masked_too() {
+        let m = Masker::new(["tok en/+1".to_string()]);
+        assert_eq!(m.mask("url?t=tok%20en%2F%2B1&x=1"), "url?t=***&x=1");
+        assert_eq!(m.mask("form t=tok+en%2F%2B1"), "form t=***");
+        assert_eq!(m.mask("raw tok en/+1"), "raw ***");
+    }
     use serde_json::json;
 
     #[test]
