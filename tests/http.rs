@@ -731,3 +731,285 @@ fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// TLS against a real HTTPS server in this process (rustls on ring, hyper), with the testkit's
+/// CA, server and client certificates.
+mod tls {
+    use std::convert::Infallible;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use hyper_util::rt::TokioIo;
+    use opsbook_testkit::tls::Certs;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::server::WebPkiClientVerifier;
+    use serde_json::json;
+
+    use super::{run, step, text, Dir};
+
+    /// What the server saw of each TLS connection.
+    #[derive(Default)]
+    struct Handshakes {
+        /// Handshakes that completed: the client certificate presented, if any (DER).
+        ok: Vec<Option<Vec<u8>>>,
+        /// Handshakes that failed, with rustls's reason.
+        failed: Vec<String>,
+    }
+
+    struct HttpsServer {
+        base: String,
+        port: u16,
+        seen: Arc<Mutex<Handshakes>>,
+    }
+
+    fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// An HTTPS server on 127.0.0.1 with the testkit's server certificate; with
+    /// `client_auth`, it requires a client certificate signed by the testkit's CA (mutual
+    /// TLS). Every request gets `{"path": …, "client_cert": bool}`.
+    fn https_server(certs: &Certs, client_auth: bool) -> HttpsServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pem_certs(&certs.ca_cert()) {
+                roots.add(c).unwrap();
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = PrivateKeyDer::from_pem_file(certs.server_key()).unwrap();
+        let config = builder
+            .with_single_cert(pem_certs(&certs.server_cert()), key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let seen: Arc<Mutex<Handshakes>> = Arc::default();
+        let log = seen.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let tls = match acceptor.accept(tcp).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                log.lock().unwrap().failed.push(e.to_string());
+                                return;
+                            }
+                        };
+                        let client = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.as_ref().to_vec());
+                        let presented = client.is_some();
+                        log.lock().unwrap().ok.push(client);
+                        let service = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| async move {
+                                let body = json!({
+                                    "path": req.uri().path(),
+                                    "client_cert": presented,
+                                });
+                                Ok::<_, Infallible>(
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/json")
+                                        .body(axum::body::Body::from(body.to_string()))
+                                        .unwrap(),
+                                )
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr: std::net::SocketAddr = rx.recv().unwrap();
+        HttpsServer {
+            base: format!("https://{addr}"),
+            port: addr.port(),
+            seen,
+        }
+    }
+
+    #[test]
+    fn ca_cert_and_mutual_tls() {
+        let certs = Certs::generate().unwrap();
+        let plain = https_server(&certs, false);
+        let mutual = https_server(&certs, true);
+        let d = Dir::new("tls");
+        // The CA also relative to the runbook, and a client certificate with its key in the
+        // same file.
+        std::fs::create_dir_all(d.path("pki")).unwrap();
+        std::fs::copy(certs.ca_cert(), d.path("pki/ca.pem")).unwrap();
+        let combined = std::fs::read_to_string(certs.client_cert()).unwrap()
+            + &std::fs::read_to_string(certs.client_key()).unwrap();
+        std::fs::write(d.path("pki/client-with-key.pem"), combined).unwrap();
+        let rb = format!(
+            r#"version: 1
+name: tls
+steps:
+  - id: no_ca
+    uses: http.request
+    continue_on_error: true
+    with:
+      url: {plain}/hello
+      retries: 0
+  - id: with_ca
+    uses: http.request
+    with:
+      url: {plain}/hello
+      ca_cert: {ca}
+  - id: relative_ca
+    uses: http.request
+    with:
+      url: https://localhost:{port}/by-name
+      ca_cert: pki/ca.pem
+  - id: no_client_cert
+    uses: http.request
+    continue_on_error: true
+    with:
+      url: {mutual}/hello
+      ca_cert: {ca}
+      retries: 0
+  - id: with_client_cert
+    uses: http.request
+    with:
+      url: {mutual}/hello
+      ca_cert: {ca}
+      client_cert: {cert}
+      client_key: {key}
+  - id: key_in_cert_file
+    uses: http.request
+    with:
+      url: {mutual}/combined
+      ca_cert: {ca}
+      client_cert: pki/client-with-key.pem
+"#,
+            plain = plain.base,
+            port = plain.port,
+            mutual = mutual.base,
+            ca = certs.ca_cert().display(),
+            cert = certs.client_cert().display(),
+            key = certs.client_key().display(),
+        );
+        let (code, report, o) = run(&d, &rb, &[], &[]);
+        assert_eq!(code, 0, "{}", text(&o));
+
+        // An unknown CA fails, and says it is about the certificate.
+        let no_ca = step(&report, "no_ca");
+        assert_eq!(no_ca["status"], "failed", "{no_ca}");
+        let e = no_ca["error"].as_str().unwrap_or_default();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        for id in ["with_ca", "relative_ca"] {
+            let s = step(&report, id);
+            assert_eq!(s["status"], "succeeded", "{id}: {s}");
+            assert_eq!(s["result"]["status"], 200, "{id}: {s}");
+        }
+        assert_eq!(step(&report, "with_ca")["result"]["json"]["path"], "/hello");
+        assert_eq!(
+            step(&report, "relative_ca")["result"]["json"]["path"],
+            "/by-name"
+        );
+        {
+            let seen = plain.seen.lock().unwrap();
+            assert!(
+                !seen.failed.is_empty(),
+                "the server saw no refused handshake for no_ca"
+            );
+            assert!(seen.ok.iter().all(Option::is_none));
+        }
+
+        // Mutual TLS: no client certificate, no answer; with one, the server saw it.
+        let none = step(&report, "no_client_cert");
+        assert_eq!(none["status"], "failed", "{none}");
+        assert!(none["result"]["status"].is_null(), "{none}");
+        let e = none["error"].as_str().unwrap_or_default();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        for id in ["with_client_cert", "key_in_cert_file"] {
+            let s = step(&report, id);
+            assert_eq!(s["status"], "succeeded", "{id}: {s}");
+            assert_eq!(s["result"]["json"]["client_cert"], true, "{id}: {s}");
+        }
+        let client_der = pem_certs(&certs.client_cert())[0].as_ref().to_vec();
+        let seen = mutual.seen.lock().unwrap();
+        assert!(
+            seen.failed
+                .iter()
+                .any(|f| f.to_lowercase().contains("certificate")),
+            "the server did not refuse a client without a certificate: {:?}",
+            seen.failed
+        );
+        assert!(!seen.ok.is_empty());
+        assert!(
+            seen.ok
+                .iter()
+                .all(|c| c.as_deref() == Some(&client_der[..])),
+            "a handshake completed without the client certificate"
+        );
+        // No step asked for `insecure`, so no warning.
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("insecure"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    #[test]
+    fn insecure_skips_verification_with_a_warning() {
+        let certs = Certs::generate().unwrap();
+        let server = https_server(&certs, false);
+        let d = Dir::new("insecure");
+        let rb = format!(
+            r#"version: 1
+name: insecure
+steps:
+  - id: insecure
+    uses: http.request
+    with:
+      url: {b}/hello
+      insecure: true
+"#,
+            b = server.base
+        );
+        let (code, report, o) = run(&d, &rb, &[], &[]);
+        assert_eq!(code, 0, "{}", text(&o));
+        let s = step(&report, "insecure");
+        assert_eq!(s["status"], "succeeded", "{s}");
+        assert_eq!(s["result"]["json"]["path"], "/hello", "{s}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("warning") && l.contains("insecure")),
+            "no warning on the terminal:\n{}",
+            text(&o)
+        );
+    }
+}
