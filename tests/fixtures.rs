@@ -15,6 +15,7 @@ fn registry() -> Registry {
     opsbook_http::register(&mut r);
     opsbook_slack::register(&mut r);
     opsbook_prometheus::register(&mut r);
+    opsbook_terraform::register(&mut r);
     r
 }
 

@@ -11,5 +11,6 @@ pub fn registry() -> Registry {
     opsbook_http::register(&mut r);
     opsbook_slack::register(&mut r);
     opsbook_prometheus::register(&mut r);
+    opsbook_terraform::register(&mut r);
     r
 }

@@ -6,7 +6,11 @@
 //!   (Debian's packages) on 127.0.0.1, for tests that push metrics and query them back.
 //! - [`tls`]: [`tls::Certs`], a CA with a server and a client certificate signed by it, as
 //!   PEM files for TLS and mutual-TLS tests.
+//! - [`terraform`]: the `terraform` binary and [`terraform::Offline`], a CLI config and
+//!   filesystem mirror that let `terraform init` install the real `hashicorp/null` provider
+//!   without the registry.
 
 pub mod prometheus;
 pub mod sshd;
+pub mod terraform;
 pub mod tls;
