@@ -305,11 +305,25 @@ steps:
                 .contains("terraform_data"),
         "the dry run applied"
     );
-    // The workspace was created and selected.
+    // The workspace was created (and is what terraform now has selected on disk).
     assert_eq!(
         read(&d.path("infra/.terraform/environment")).trim(),
         "staging"
     );
+    // A destroy without `workspace` must be confirmed with the workspace it would really act
+    // on, not `default`.
+    let rb = r#"version: 1
+name: destroy
+steps:
+  - id: destroy
+    uses: terraform.destroy
+    continue_on_error: true
+    with: {dir: infra, confirm: default}
+"#;
+    let (code, report, o) = run(&d, &tf, rb, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let e = step(&report, "destroy")["error"].as_str().unwrap().to_string();
+    assert!(e.contains("confirm: staging"), "{e}");
 }
 
 /// Ctrl-C in the middle of an apply: terraform gets SIGINT, stops, and leaves no lock.

@@ -36,6 +36,10 @@ pub struct ActionSpec {
     /// read them are rendered by the action, once per target, through [`StepContext::per_target`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub binds: Vec<String>,
+    /// How long the action may take to stop once cancelled by a timeout before the engine
+    /// drops it (default 5 s): terraform finishing an operation and releasing its lock.
+    #[serde(skip)]
+    pub cancel_grace: Option<std::time::Duration>,
 }
 
 /// What an action does under `--dry-run`.
@@ -73,7 +77,14 @@ impl ActionSpec {
             output_schema: schema_for::<O>(),
             dry_run: DryRun::Describe,
             binds: Vec::new(),
+            cancel_grace: None,
         }
+    }
+
+    /// Gives the action this long to stop after a timeout cancels it.
+    pub fn with_cancel_grace(mut self, grace: std::time::Duration) -> Self {
+        self.cancel_grace = Some(grace);
+        self
     }
 
     /// Declares a name the action binds per target (see [`ActionSpec::binds`]).

@@ -53,7 +53,9 @@ impl Masker {
             .flat_map(|s| {
                 let pct = percent_encode(s);
                 let plus = pct.replace("%20", "+");
-                [pct, plus]
+                // application/x-www-form-urlencoded (URL query builders): `~` encoded, `*` kept.
+                let form = plus.replace('~', "%7E").replace("%2A", "*");
+                [pct, plus, form]
             })
             .filter(|e| !v.contains(e))
             .collect();
@@ -156,6 +158,9 @@ mod tests {
         assert_eq!(m.mask("url?t=tok%20en%2F%2B1&x=1"), "url?t=***&x=1");
         assert_eq!(m.mask("form t=tok+en%2F%2B1"), "form t=***");
         assert_eq!(m.mask("raw tok en/+1"), "raw ***");
+        let m = Masker::new(["a~b*c-d".to_string()]);
+        assert_eq!(m.mask("q=a%7Eb*c-d"), "q=***");
+        assert_eq!(m.mask("q=a~b%2Ac-d"), "q=***");
     }
     use serde_json::json;
 

@@ -666,7 +666,10 @@ impl<'a> Executor<'a> {
             .map(|d| d.get());
         let work = self.step_body(ri, &base_ptr, step, per_item_when, &step_cancel);
         let outcome = match timeout {
-            Some(limit) => self.bounded(work, limit, &step_cancel, ri).await,
+            Some(limit) => {
+                let grace = self.grace(&step.uses);
+                self.bounded(work, limit, grace, &step_cancel, ri).await
+            }
             None => work.await,
         };
         let outcome = if cancel.is_cancelled()
@@ -755,10 +758,21 @@ impl<'a> Executor<'a> {
 
     /// Runs `work` for at most `limit`; then cancels it, lets it stop by itself for a short
     /// grace period (actions kill their processes when cancelled), and reports `timed_out`.
+    /// How long a timed-out action of `uses` may take to stop (its spec's, at least the
+    /// default).
+    fn grace(&self, uses: &str) -> Duration {
+        self.registry
+            .get(uses)
+            .and_then(|e| e.spec.cancel_grace)
+            .unwrap_or(CANCEL_GRACE)
+            .max(CANCEL_GRACE)
+    }
+
     async fn bounded(
         &self,
         work: impl std::future::Future<Output = Outcome>,
         limit: Duration,
+        grace: Duration,
         cancel: &CancellationToken,
         ri: usize,
     ) -> Outcome {
@@ -768,7 +782,7 @@ impl<'a> Executor<'a> {
             _ = tokio::time::sleep(limit) => {}
         }
         cancel.cancel();
-        let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+        let _ = tokio::time::timeout(grace, &mut work).await;
         let attempts = self
             .shared
             .report
@@ -1260,7 +1274,10 @@ impl<'a> Executor<'a> {
             let token = CancellationToken::new();
             let work = self.attempts(ri, None, &base_ptr, &as_step, None, &token);
             let outcome = match body.timeout.map(|d| d.get()) {
-                Some(limit) => self.bounded(work, limit, &token, ri).await,
+                Some(limit) => {
+                    let grace = self.grace(&body.uses);
+                    self.bounded(work, limit, grace, &token, ri).await
+                }
                 None => work.await,
             };
             let masker = self.mask();

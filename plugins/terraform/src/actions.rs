@@ -36,47 +36,92 @@ pub struct Common {
 struct Tf<'a> {
     binary: PathBuf,
     dir: PathBuf,
+    /// The runbook's folder, absolute: every path handed to terraform is absolute, since
+    /// terraform runs in `dir`.
+    base: PathBuf,
     common: Common,
     cx: &'a StepContext,
+    /// How long terraform may take to stop after SIGINT.
+    grace: std::time::Duration,
 }
 
 impl<'a> Tf<'a> {
     fn new(common: Common, cx: &'a StepContext) -> Result<Self, ActionError> {
+        let base = std::path::absolute(&cx.cwd).unwrap_or_else(|_| cx.cwd.clone());
         let dir = match &common.dir {
-            Some(d) => cx.cwd.join(d),
-            None => cx.cwd.clone(),
+            Some(d) => base.join(d),
+            None => base.clone(),
         };
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
         if !dir.is_dir() {
             return Err(ActionError::permanent(format!(
                 "`dir`: {} is not a folder",
                 dir.display()
             )));
         }
+        if let Some(ws) = &common.workspace {
+            let ok = ws
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && ws
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !ok {
+                return Err(ActionError::permanent(format!(
+                    "`workspace`: `{ws}` is not a workspace name (letters, digits, `_`, `-`, `.`)"
+                )));
+            }
+        }
         Ok(Tf {
-            binary: cli::binary(common.binary.as_deref(), &cx.cwd),
+            binary: cli::binary(common.binary.as_deref(), &base),
             dir,
+            base,
             common,
             cx,
+            grace: cli::READ_GRACE,
         })
     }
 
-    /// Runs `terraform ARGS` and returns its output, failing the step with terraform's own error
-    /// when the exit code is not in `ok`.
+    /// For commands that change infrastructure: a longer grace after SIGINT.
+    fn changing(mut self) -> Self {
+        self.grace = cli::CHANGE_GRACE;
+        self
+    }
+
+    /// Runs `terraform ARGS` in the step's workspace and returns its output, failing the step
+    /// with terraform's own error when the exit code is not in `ok`.
     async fn run(
         &self,
         args: Vec<String>,
         log_stdout: bool,
         ok: &[i32],
     ) -> Result<cli::Done, ActionError> {
+        self.run_in(args, log_stdout, ok, true).await
+    }
+
+    /// Runs terraform; with `in_workspace`, in the step's workspace through `TF_WORKSPACE`
+    /// (never by selecting it on disk, so that steps on one folder cannot switch each other's
+    /// workspace).
+    async fn run_in(
+        &self,
+        args: Vec<String>,
+        log_stdout: bool,
+        ok: &[i32],
+        in_workspace: bool,
+    ) -> Result<cli::Done, ActionError> {
         let what = format!("terraform {}", args.first().cloned().unwrap_or_default());
+        let mut env = self.common.env.clone();
+        if let (true, Some(ws)) = (in_workspace, &self.common.workspace) {
+            env.insert("TF_WORKSPACE".into(), ws.clone());
+        }
         let done = cli::run(
             Run {
                 binary: &self.binary,
                 dir: &self.dir,
                 args,
-                env: &self.common.env,
+                env: &env,
                 log_stdout,
+                grace: self.grace,
             },
             self.cx,
         )
@@ -95,23 +140,54 @@ impl<'a> Tf<'a> {
         }
     }
 
-    /// Selects (or creates) the workspace, when one is asked for.
+    /// Makes sure the step's workspace exists (created when missing).
     async fn select_workspace(&self) -> Result<(), ActionError> {
-        if let Some(ws) = &self.common.workspace {
-            self.run(
+        let Some(ws) = &self.common.workspace else {
+            return Ok(());
+        };
+        let list = self
+            .run_in(
+                vec!["workspace".into(), "list".into(), "-no-color".into()],
+                false,
+                &[0],
+                false,
+            )
+            .await?;
+        let exists = list
+            .stdout
+            .lines()
+            .map(|l| l.trim().trim_start_matches('*').trim())
+            .any(|name| name == ws);
+        if !exists {
+            self.run_in(
                 vec![
                     "workspace".into(),
-                    "select".into(),
-                    "-or-create=true".into(),
+                    "new".into(),
                     "-no-color".into(),
                     ws.clone(),
                 ],
                 true,
                 &[0],
+                false,
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// The workspace commands act on: the step's, else terraform's current one.
+    async fn current_workspace(&self) -> Result<String, ActionError> {
+        if let Some(ws) = &self.common.workspace {
+            return Ok(ws.clone());
+        }
+        let done = self
+            .run(
+                vec!["workspace".into(), "show".into(), "-no-color".into()],
+                false,
+                &[0],
+            )
+            .await?;
+        Ok(done.stdout.trim().to_string())
     }
 
     /// `-lock-timeout`, `-parallelism` (for commands that take them).
@@ -131,7 +207,7 @@ impl<'a> Tf<'a> {
     /// Where this step's plan files go: `<dir>/.opsbook/plans/<step>.tfplan` (and `.json`).
     fn plan_path(&self, given: Option<&str>) -> PathBuf {
         match given {
-            Some(p) => self.cx.cwd.join(p),
+            Some(p) => self.base.join(p),
             None => {
                 let name: String = self
                     .cx
@@ -145,10 +221,14 @@ impl<'a> Tf<'a> {
                         }
                     })
                     .collect();
-                self.dir
-                    .join(".opsbook")
-                    .join("plans")
-                    .join(format!("{name}.tfplan"))
+                let folder = self.dir.join(".opsbook");
+                // Plans hold secrets: keep them out of version control.
+                let _ = std::fs::create_dir_all(&folder);
+                let ignore = folder.join(".gitignore");
+                if !ignore.exists() {
+                    let _ = std::fs::write(&ignore, "*\n");
+                }
+                folder.join("plans").join(format!("{name}.tfplan"))
             }
         }
     }
@@ -172,20 +252,44 @@ impl<'a> Tf<'a> {
     }
 }
 
-fn var_args(vars: &IndexMap<String, Value>, var_files: &[String], base: &Path) -> Vec<String> {
-    let mut a = Vec::new();
-    for (k, v) in vars {
-        // Strings as they are; anything else in HCL-compatible JSON.
-        let text = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        a.push(format!("-var={k}={text}"));
+/// `-var-file` arguments: the given files, then the step's `vars` written to a private
+/// temporary `.tfvars.json` (values never show in the process list; a later file wins, as
+/// `-var` would). Keep the returned folder alive while terraform runs.
+fn var_args(
+    vars: &IndexMap<String, Value>,
+    var_files: &[String],
+    base: &Path,
+) -> Result<(Vec<String>, Option<tempfile::TempDir>), ActionError> {
+    let mut a: Vec<String> = var_files
+        .iter()
+        .map(|f| format!("-var-file={}", base.join(f).display()))
+        .collect();
+    if vars.is_empty() {
+        return Ok((a, None));
     }
-    for f in var_files {
-        a.push(format!("-var-file={}", base.join(f).display()));
-    }
-    a
+    let dir = tempfile::Builder::new()
+        .prefix("opsbook-tfvars-")
+        .tempdir()
+        .map_err(|e| ActionError::permanent(format!("cannot create a temporary folder: {e}")))?;
+    let file = dir.path().join("vars.tfvars.json");
+    let text = serde_json::to_string(vars).unwrap_or_else(|_| "{}".into());
+    write_private(&file, text.as_bytes())?;
+    a.push(format!("-var-file={}", file.display()));
+    Ok((a, Some(dir)))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", path.display())))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ActionError> {
@@ -239,6 +343,7 @@ impl Action for Init {
             ),
         )
         .runs_in_dry_run()
+        .with_cancel_grace(cli::READ_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
@@ -252,17 +357,29 @@ impl Action for Init {
         if input.reconfigure {
             args.push("-reconfigure".into());
         }
-        for (k, v) in &input.backend_config {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            args.push(format!("-backend-config={k}={text}"));
+        // Backend settings (credentials, often) go in a private file, not in the process list.
+        let mut _backend_dir = None;
+        if !input.backend_config.is_empty() {
+            let dir = tempfile::Builder::new()
+                .prefix("opsbook-backend-")
+                .tempdir()
+                .map_err(|e| {
+                    ActionError::permanent(format!("cannot create a temporary folder: {e}"))
+                })?;
+            let file = dir.path().join("backend.tfbackend");
+            let text: String = input
+                .backend_config
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            write_private(&file, text.as_bytes())?;
+            args.push(format!("-backend-config={}", file.display()));
+            _backend_dir = Some(dir);
         }
         for f in &input.backend_config_files {
-            args.push(format!("-backend-config={}", cx.cwd.join(f).display()));
+            args.push(format!("-backend-config={}", tf.base.join(f).display()));
         }
-        tf.run(args, true, &[0]).await?;
+        tf.run_in(args, true, &[0], false).await?;
         tf.select_workspace().await?;
         Ok(json!({"dir": tf.dir.display().to_string(), "workspace": input.workspace}))
     }
@@ -291,6 +408,7 @@ impl Action for Validate {
             ),
         )
         .runs_in_dry_run()
+        .with_cancel_grace(cli::READ_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
@@ -391,6 +509,7 @@ impl Action for Plan {
             ),
         )
         .runs_in_dry_run()
+        .with_cancel_grace(cli::READ_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
@@ -398,7 +517,7 @@ impl Action for Plan {
         let tf = Tf::new(input.common(), cx)?;
         tf.select_workspace().await?;
         let plan = tf.plan_path(input.out.as_deref());
-        let mut args = plan_args(&tf, &plan, &input.vars, &input.var_files);
+        let (mut args, _vars) = plan_args(&tf, &plan, &input.vars, &input.var_files)?;
         for t in &input.targets {
             args.push(format!("-target={t}"));
         }
@@ -417,7 +536,7 @@ fn plan_args(
     plan: &Path,
     vars: &IndexMap<String, Value>,
     files: &[String],
-) -> Vec<String> {
+) -> Result<(Vec<String>, Option<tempfile::TempDir>), ActionError> {
     if let Some(parent) = plan.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
@@ -429,8 +548,9 @@ fn plan_args(
         format!("-out={}", plan.display()),
     ];
     args.extend(tf.lock_args(true));
-    args.extend(var_args(vars, files, &tf.cx.cwd));
-    args
+    let (vars, guard) = var_args(vars, files, &tf.base)?;
+    args.extend(vars);
+    Ok((args, guard))
 }
 
 /// Runs a plan, reads it back, writes its JSON next to it, and summarises it.
@@ -438,10 +558,11 @@ async fn planned(tf: &Tf<'_>, args: Vec<String>, plan: &Path) -> Result<Value, A
     let done = tf.run(args, true, &[0, 2]).await?;
     let json_doc = tf.show(plan).await?;
     let json_path = plan.with_extension("json");
-    std::fs::write(&json_path, json_doc.to_string()).map_err(|e| {
-        ActionError::permanent(format!("cannot write {}: {e}", json_path.display()))
-    })?;
+    // The plan's JSON holds sensitive values in clear: only the owner may read it.
+    write_private(&json_path, json_doc.to_string().as_bytes())?;
     let mut out = summary::summarize(&json_doc);
+    // `-detailed-exitcode` 2: the plan changes something (outputs and imports included).
+    out["has_changes"] = json!(done.code == Some(2));
     out["plan_file"] = json!(plan.display().to_string());
     out["plan_json"] = json!(json_path.display().to_string());
     out["exit_code"] = json!(done.code);
@@ -496,13 +617,14 @@ impl Action for Apply {
                   does not apply.",
             ),
         )
+        .with_cancel_grace(cli::CHANGE_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
         let input: ApplyInput = parse(input)?;
-        let tf = Tf::new(input.common(), cx)?;
+        let tf = Tf::new(input.common(), cx)?.changing();
         let plan = match (&input.plan, input.auto_approve) {
-            (Some(p), false) => Some(cx.cwd.join(p)),
+            (Some(p), false) => Some(tf.base.join(p)),
             (None, true) => None,
             (Some(_), true) => {
                 return Err(ActionError::permanent(
@@ -534,11 +656,14 @@ impl Action for Apply {
         tf.select_workspace().await?;
         let mut args = vec!["apply".into(), "-input=false".into(), "-no-color".into()];
         args.extend(tf.lock_args(true));
+        let mut _vars = None;
         match &plan {
             Some(p) => args.push(p.display().to_string()),
             None => {
                 args.push("-auto-approve".into());
-                args.extend(var_args(&input.vars, &input.var_files, &cx.cwd));
+                let (vars, guard) = var_args(&input.vars, &input.var_files, &tf.base)?;
+                args.extend(vars);
+                _vars = guard;
             }
         }
         tf.run(args, true, &[0]).await?;
@@ -578,6 +703,7 @@ impl Action for Output {
             ),
         )
         .runs_in_dry_run()
+        .with_cancel_grace(cli::READ_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
@@ -624,8 +750,9 @@ async fn outputs(
             &[0],
         )
         .await?;
-    let v: Value =
-        serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Object(Default::default()));
+    let v: Value = serde_json::from_str(done.stdout.trim()).map_err(|e| {
+        ActionError::permanent(format!("terraform output -json gave no JSON ({e})"))
+    })?;
     let mut out = serde_json::Map::new();
     let mut sensitive = Vec::new();
     for (k, o) in v.as_object().into_iter().flatten() {
@@ -692,6 +819,7 @@ impl Action for Drift {
             ),
         )
         .runs_in_dry_run()
+        .with_cancel_grace(cli::READ_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
@@ -711,7 +839,7 @@ impl Action for Drift {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default()
         ));
-        let mut args = plan_args(&tf, &plan, &input.vars, &input.var_files);
+        let (mut args, _vars) = plan_args(&tf, &plan, &input.vars, &input.var_files)?;
         if mode == "refresh_only" {
             args.push("-refresh-only".into());
         }
@@ -727,6 +855,13 @@ impl Action for Drift {
                 .cloned()
                 .collect()
         };
+        // A resource changed out of band is in `resource_drift` and again in the plan that
+        // reverts it: once each.
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .filter(|r| seen.insert(r["address"].to_string()))
+            .collect();
         let drifted: Vec<Value> = rows.iter().map(|r| r["address"].clone()).collect();
         let title = format!(
             "{}{}",
@@ -742,7 +877,7 @@ impl Action for Drift {
         );
         let md = summary::drift_report(&out, &title, &mode);
         let report = match &input.report {
-            Some(r) => cx.cwd.join(r),
+            Some(r) => tf.base.join(r),
             None => plan.with_extension("md"),
         };
         if let Some(parent) = report.parent() {
@@ -820,18 +955,20 @@ impl Action for Destroy {
                   destroy another environment. `--dry-run`: describes, destroys nothing.",
             ),
         )
+        .with_cancel_grace(cli::CHANGE_GRACE + std::time::Duration::from_secs(5))
     }
 
     async fn run(&self, input: Value, cx: &StepContext) -> Result<Value, ActionError> {
         let input: DestroyInput = parse(input)?;
-        let ws = input.workspace.clone().unwrap_or_else(|| "default".into());
+        let tf = Tf::new(input.common(), cx)?.changing();
+        // The workspace terraform will really act on (the step's, or the current one).
+        let ws = tf.current_workspace().await?;
         if input.confirm != ws {
             return Err(ActionError::permanent(format!(
-                "terraform.destroy needs `confirm: {ws}` (the workspace's name); got `{}`",
+                "terraform.destroy needs `confirm: {ws}` (the name of the workspace it would destroy); got `{}`",
                 input.confirm
             )));
         }
-        let tf = Tf::new(input.common(), cx)?;
         if cx.dry_run {
             cx.log.line(
                 LogStream::Stdout,
@@ -847,7 +984,8 @@ impl Action for Destroy {
             "-auto-approve".into(),
         ];
         args.extend(tf.lock_args(true));
-        args.extend(var_args(&input.vars, &input.var_files, &cx.cwd));
+        let (vars, _vars) = var_args(&input.vars, &input.var_files, &tf.base)?;
+        args.extend(vars);
         tf.run(args, true, &[0]).await?;
         Ok(json!({"destroyed": true, "workspace": ws}))
     }

@@ -12,9 +12,12 @@ use opsbook_engine::action::{ActionError, LogStream, StepContext};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-/// How long terraform may take to stop after SIGINT before it is killed. Below the engine's own
-/// grace for a cancelled step, so the kill happens here and not by dropping the future.
-pub const INTERRUPT_GRACE: Duration = Duration::from_millis(4500);
+/// How long terraform may take to stop after SIGINT before it is killed, for commands that
+/// change infrastructure (apply, destroy): in-flight operations finish and the lock is
+/// released. The actions' specs give the engine a longer grace for timeouts.
+pub const CHANGE_GRACE: Duration = Duration::from_secs(60);
+/// The same for commands that only read and plan.
+pub const READ_GRACE: Duration = Duration::from_secs(10);
 /// Bytes of each logged stream kept for results and error messages.
 const MAX_KEPT: usize = 4 << 20;
 /// Bytes of machine-readable output read (a plan's JSON).
@@ -32,6 +35,8 @@ pub struct Run<'a> {
     pub env: &'a IndexMap<String, String>,
     /// Stream stdout into the log (false for `-json` output that is parsed instead).
     pub log_stdout: bool,
+    /// How long terraform may take to stop after SIGINT.
+    pub grace: Duration,
 }
 
 /// How it ended.
@@ -94,6 +99,7 @@ pub async fn run(r: Run<'_>, cx: &StepContext) -> Result<Done, ActionError> {
     let out = child.stdout.take();
     let err = child.stderr.take();
     let log_stdout = r.log_stdout;
+    let grace = r.grace;
     let work = async {
         let (stdout, stderr) = tokio::join!(
             read(out, LogStream::Stdout, log_stdout, cx),
@@ -109,11 +115,11 @@ pub async fn run(r: Run<'_>, cx: &StepContext) -> Result<Done, ActionError> {
             // SIGINT first: terraform finishes what it is writing and releases the lock.
             signal(pid, libc::SIGINT);
             cx.log.line(LogStream::Stderr, &format!("{shown}: interrupted; waiting for terraform to stop"));
-            match tokio::time::timeout(INTERRUPT_GRACE, &mut work).await {
+            match tokio::time::timeout(grace, &mut work).await {
                 Ok(_) => {}
                 Err(_) => {
                     signal(pid, libc::SIGKILL);
-                    cx.log.line(LogStream::Stderr, &format!("{shown}: did not stop within {:.1}s; killed", INTERRUPT_GRACE.as_secs_f64()));
+                    cx.log.line(LogStream::Stderr, &format!("{shown}: did not stop within {}s; killed (the state may still be locked)", grace.as_secs()));
                 }
             }
             guard.0 = None;
@@ -163,13 +169,25 @@ async fn read<R: AsyncRead + Unpin>(
         let _ = stream.take(MAX_JSON as u64).read_to_end(&mut buf).await;
         return String::from_utf8_lossy(&buf).into_owned();
     }
-    let mut lines = BufReader::new(stream).lines();
+    // Line by line, bytes that are not UTF-8 replaced: a read error must not stop the draining
+    // (terraform would block on a full pipe).
+    let mut reader = BufReader::new(stream);
     let mut kept = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        cx.log.line(which, &line);
-        if kept.len() + line.len() < MAX_KEPT {
-            kept.push_str(&line);
-            kept.push('\n');
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']);
+                cx.log.line(which, line);
+                if kept.len() + line.len() < MAX_KEPT {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+            Err(_) => break,
         }
     }
     kept

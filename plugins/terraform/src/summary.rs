@@ -109,14 +109,16 @@ fn attributes(change: &Value) -> Vec<Value> {
                 v.clone()
             }
         };
+        // Sensitive on either side masks both, as terraform's own display does.
+        let sensitive = sens(&change["before_sensitive"], k) || sens(&change["after_sensitive"], k);
         let after_shown = if is_unknown {
             Value::String(UNKNOWN.into())
         } else {
-            show(a, sens(&change["after_sensitive"], k))
+            show(a, sensitive)
         };
         out.push(json!({
             "name": k,
-            "before": show(b, sens(&change["before_sensitive"], k)),
+            "before": show(b, sensitive),
             "after": after_shown,
         }));
     }
