@@ -218,7 +218,7 @@ fn health_restart_notify_restarts_a_down_service_and_tells_slack() {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0]["attachments"][0]["color"], "good");
         assert!(
-            sent[0]["text"]
+            sent[0]["attachments"][0]["text"]
                 .as_str()
                 .unwrap()
                 .contains("checkout is healthy"),
@@ -258,7 +258,7 @@ fn health_restart_notify_restarts_a_down_service_and_tells_slack() {
         let sent = world.slack.lock().unwrap();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1]["attachments"][0]["color"], "good");
-        let t = sent[1]["text"].as_str().unwrap();
+        let t = sent[1]["attachments"][0]["text"].as_str().unwrap();
         assert!(t.contains("restarted, healthy again"), "{t}");
     }
 
@@ -275,7 +275,7 @@ fn health_restart_notify_restarts_a_down_service_and_tells_slack() {
     let sent = world.slack.lock().unwrap();
     assert_eq!(sent.len(), 3);
     assert_eq!(sent[2]["attachments"][0]["color"], "danger");
-    assert!(sent[2]["text"]
+    assert!(sent[2]["attachments"][0]["text"]
         .as_str()
         .unwrap()
         .contains("still unhealthy"));

@@ -322,7 +322,10 @@ steps:
 "#;
     let (code, report, o) = run(&d, &tf, rb, &[]);
     assert_eq!(code, 0, "{}", text(&o));
-    let e = step(&report, "destroy")["error"].as_str().unwrap().to_string();
+    let e = step(&report, "destroy")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(e.contains("confirm: staging"), "{e}");
 }
 

@@ -51,7 +51,8 @@ pub fn client_for(
 ) -> Result<reqwest::Client, ActionError> {
     let clients = cx.resources.state(Clients::default);
     let path = |p: &Option<String>| p.as_ref().map(|p| cx.cwd.join(Path::new(p)));
-    if tls.insecure && clients.first_insecure() {
+    // Every step that turns checking off says so in its own log.
+    if tls.insecure {
         cx.log.line(
             LogStream::Stderr,
             "warning: insecure: true — server certificates are not checked, so anyone on the network path can pose as the server",
@@ -82,6 +83,17 @@ pub fn holds(expr: &str, result: &Value) -> Result<bool, String> {
         opsbook_engine::template::to_template_value(&serde_json::json!({ "result": result }));
     opsbook_engine::template::eval_bool(opsbook_engine::template::shared(), expr, &scope)
         .map_err(|e| format!("`{expr}`: {e}"))
+}
+
+/// A name no other call of this process uses (temporary files).
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Typed inputs from JSON, with the serde message on failure.

@@ -101,14 +101,24 @@ impl Action for HttpRequest {
         let mut headers = headers(&input.headers)?;
         apply_auth(input.auth.as_ref(), &mut headers, &mut url)?;
         let body = body(&input)?;
+        // An API key in the query: re-applied on every page, hidden in what is shown.
+        let query_key = match &input.auth {
+            Some(Auth::ApiKey {
+                value,
+                query: Some(q),
+                ..
+            }) => Some((q.clone(), value.clone())),
+            _ => None,
+        };
         let client = crate::client_for(cx, &input.tls(), input.follow_redirects)?;
         if cx.dry_run && !(input.method.reads() && input.dry_run_reads) {
             let would = send::shown(input.method, &url);
             cx.log
                 .line(LogStream::Stdout, &format!("would send {would}"));
-            return Ok(
+            return Ok(redact(
                 json!({"status": null, "headers": {}, "json": null, "body": "", "url": url.to_string(), "elapsed_ms": 0, "attempts": 0, "would_send": would}),
-            );
+                query_key.as_ref(),
+            ));
         }
         let call = Call {
             client,
@@ -129,15 +139,18 @@ impl Action for HttpRequest {
             save_to: input.save_to.as_ref().map(|p| cx.cwd.join(p)),
             cx,
             label: None,
+            idempotent: false,
         };
         let expect = input.expect.clone().unwrap_or_default();
         match &input.paginate {
             None => {
                 let resp = send::send(&call).await?;
                 check(&resp, &expect, input.method, &call.url)?;
-                Ok(resp.to_value())
+                Ok(redact(resp.to_value(), query_key.as_ref()))
             }
-            Some(p) => paginate(call, &expect, p).await,
+            Some(p) => paginate(call, &expect, p, query_key.clone())
+                .await
+                .map(|v| redact(v, query_key.as_ref())),
         }
     }
 }
@@ -213,7 +226,12 @@ pub fn check(
     Ok(())
 }
 
-async fn paginate(mut call: Call<'_>, expect: &Expect, p: &Paginate) -> Result<Value, ActionError> {
+async fn paginate(
+    mut call: Call<'_>,
+    expect: &Expect,
+    p: &Paginate,
+    query_key: Option<(String, String)>,
+) -> Result<Value, ActionError> {
     let first = call.url.clone();
     let max = p.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
     let mut items: Vec<Value> = Vec::new();
@@ -274,7 +292,22 @@ async fn paginate(mut call: Call<'_>, expect: &Expect, p: &Paginate) -> Result<V
             last = page;
             break;
         }
-        // Later pages carry their own query (a Link URL, or the merged parameters).
+        // Credentials go only where the first page went.
+        if next.origin() != first.origin() {
+            return Err(ActionError::permanent(format!(
+                "paginate: the next page is on another site ({}); not sending the credentials there",
+                next.origin().ascii_serialization()
+            ))
+            .with_details(page));
+        }
+        // Later pages carry their own query (a Link URL, or the merged parameters); a key in
+        // the query goes on every page.
+        let mut next = next;
+        if let Some((name, value)) = &query_key {
+            if !next.query_pairs().any(|(k, _)| k == name.as_str()) {
+                next.query_pairs_mut().append_pair(name, value);
+            }
+        }
         call.url = next;
     }
     let mut out = last;
@@ -336,23 +369,53 @@ fn next_url(
     }
 }
 
-/// The `rel="next"` target of a `Link` header.
+/// The `rel="next"` target of a `Link` header. Targets are read between `<` and `>`, so commas
+/// and semicolons inside a URL do not split it.
 fn link_next(header: &str) -> Option<String> {
-    for part in header.split(',') {
-        let mut pieces = part.split(';');
-        let target = pieces.next()?.trim();
-        let target = target.strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = pieces.any(|attr| {
-            let attr = attr.trim();
-            attr.strip_prefix("rel=")
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let target = &after[..close];
+        let params = &after[close + 1..];
+        // The parameters of this link run to the next `<` (or the end).
+        let end = params.find('<').unwrap_or(params.len());
+        let is_next = params[..end].split(';').any(|attr| {
+            attr.trim()
+                .trim_end_matches(',')
+                .trim()
+                .strip_prefix("rel=")
                 .map(|r| r.trim_matches('"').split_whitespace().any(|r| r == "next"))
                 .unwrap_or(false)
         });
         if is_next {
             return Some(target.to_string());
         }
+        rest = &params[end..];
     }
     None
+}
+
+/// The result with an API key given in the query replaced by `***` in its URL.
+fn redact(mut v: Value, key: Option<&(String, String)>) -> Value {
+    if let (Some((name, _)), Some(url)) = (key, v["url"].as_str()) {
+        if let Ok(mut u) = reqwest::Url::parse(url) {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, val)| {
+                    let val = if k == name.as_str() {
+                        "***".to_string()
+                    } else {
+                        val.into_owned()
+                    };
+                    (k.into_owned(), val)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+            v["url"] = Value::String(u.to_string());
+        }
+    }
+    v
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -491,6 +554,16 @@ mod tests {
             Some("/p/3")
         );
         assert_eq!(link_next("garbage"), None);
+        assert_eq!(
+            link_next(r#"<https://api/x?fields=a,b;c&page=2>; rel="next", <https://api/x?page=9>; rel="last""#)
+                .as_deref(),
+            Some("https://api/x?fields=a,b;c&page=2")
+        );
+        assert_eq!(
+            link_next(r#"<https://api/x?page=9>; rel="last", <https://api/x?page=2>; rel="next""#)
+                .as_deref(),
+            Some("https://api/x?page=2")
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Call<'a> {
     /// How the log names the request (default: method and URL without its query); set it when
     /// the URL itself is a secret (a webhook).
     pub label: Option<String>,
+    /// Retry 5xx and timeouts even for POST (a read-only POST, such as a PromQL query).
+    pub idempotent: bool,
 }
 
 /// A response, read.
@@ -140,8 +142,12 @@ pub async fn send(call: &Call<'_>) -> Result<Response, ActionError> {
         let mut req = call
             .client
             .request(call.method.http(), call.url.clone())
-            .headers(call.headers.clone())
-            .timeout(call.timeout);
+            .headers(call.headers.clone());
+        // `timeout` bounds the whole exchange, except for a download to a file: there it
+        // bounds the wait for the answer, then each pause in the data.
+        if call.save_to.is_none() {
+            req = req.timeout(call.timeout);
+        }
         req = match &call.body {
             Body::Empty => req,
             Body::Json(v) => req.json(v),
@@ -150,15 +156,19 @@ pub async fn send(call: &Call<'_>) -> Result<Response, ActionError> {
         };
         let started = Instant::now();
         let sent = tokio::select! {
-            r = req.send() => r,
+            r = tokio::time::timeout(call.timeout, req.send()) => r,
             _ = call.cx.cancel.cancelled() => return Err(ActionError::cancelled()),
+        };
+        let idempotent = call.method.idempotent() || call.idempotent;
+        let sent = match sent {
+            Ok(r) => r.map_err(|e| (describe_error(&e, call.timeout), e.is_connect())),
+            Err(_) => Err((format!("no answer within {}", secs(call.timeout)), false)),
         };
         let resp = match sent {
             Ok(r) => r,
-            Err(e) => {
-                let why = describe_error(&e, call.timeout);
+            Err((why, never_connected)) => {
                 // A connection that never opened sent nothing: any method may try again.
-                let may_retry = call.method.idempotent() || e.is_connect();
+                let may_retry = idempotent || never_connected;
                 if !last && may_retry {
                     let wait = backoff(attempt);
                     call.cx.log.line(
@@ -178,7 +188,7 @@ pub async fn send(call: &Call<'_>) -> Result<Response, ActionError> {
         let status = resp.status().as_u16();
         let server_said_retry = status == 429 || status == 503;
         let may_retry = status == 429 || status >= 500;
-        if may_retry && !last && (call.method.idempotent() || server_said_retry) {
+        if may_retry && !last && (idempotent || server_said_retry) {
             let wait = match retry_after(resp.headers()) {
                 Some(w) if w > call.max_retry_after => {
                     return Err(ActionError::retryable(format!(
@@ -207,7 +217,29 @@ pub async fn send(call: &Call<'_>) -> Result<Response, ActionError> {
             pause(wait, call.cx).await?;
             continue;
         }
-        let mut out = read(resp, call).await?;
+        let mut out = match read(resp, call).await {
+            Ok(o) => o,
+            // The answer broke off: worth another try when the method allows it.
+            Err(e)
+                if e.kind == opsbook_engine::action::ErrorKind::Retryable
+                    && !last
+                    && idempotent =>
+            {
+                let wait = backoff(attempt);
+                call.cx.log.line(
+                    LogStream::Stderr,
+                    &format!(
+                        "{}; attempt {attempt} of {}, again in {}",
+                        e.message,
+                        call.retries + 1,
+                        secs(wait)
+                    ),
+                );
+                pause(wait, call.cx).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         out.elapsed_ms = started.elapsed().as_millis() as u64;
         out.attempts = attempt;
         call.cx.log.line(
@@ -272,16 +304,30 @@ fn httpdate(s: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// A transport error in words: what failed, not reqwest's layers.
+/// A transport error in words: what failed, not reqwest's layers, and never the URL (it may
+/// hold a key, or be a secret itself).
 fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no complete answer within {}", secs(timeout));
     }
-    let chain = crate::error_chain(e);
+    let mut text = e.to_string();
+    if let Some(u) = e.url() {
+        text = text.replace(&format!(" for url ({u})"), "");
+        text = text.replace(u.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(src) = source {
+        let t = src.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = src.source();
+    }
     if e.is_connect() {
-        format!("cannot connect: {chain}")
+        format!("cannot connect: {text}")
     } else {
-        chain
+        text
     }
 }
 
@@ -324,39 +370,50 @@ async fn read(resp: reqwest::Response, call: &Call<'_>) -> Result<Response, Acti
     };
     let mut resp = resp;
     if let (Some(path), true) = (&call.save_to, status.is_success()) {
-        // Streamed to a temporary file next to the target, renamed when complete.
-        let tmp = path.with_extension(format!(
-            "{}part",
-            path.extension()
-                .map(|e| format!("{}.", e.to_string_lossy()))
-                .unwrap_or_default()
-        ));
+        // Streamed to a temporary file of its own next to the target (two downloads to one
+        // path cannot mix), renamed when complete, removed on any failure.
         if let Some(parent) = path.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
         }
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.part",
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            crate::unique()
+        ));
         let mut file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", tmp.display())))?;
         let mut bytes = 0u64;
+        let fail = |e: ActionError| {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        };
         loop {
             let chunk = tokio::select! {
-                c = resp.chunk() => c,
-                _ = call.cx.cancel.cancelled() => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(ActionError::cancelled());
-                }
+                c = tokio::time::timeout(call.timeout, resp.chunk()) => c,
+                _ = call.cx.cancel.cancelled() => return fail(ActionError::cancelled()),
+            };
+            let Ok(chunk) = chunk else {
+                return fail(ActionError::retryable(format!(
+                    "{what}: the download stalled (no data for {}) after {bytes} bytes",
+                    secs(call.timeout)
+                )));
             };
             match chunk {
                 Ok(Some(c)) => {
                     bytes += c.len() as u64;
-                    file.write_all(&c).await.map_err(|e| {
-                        ActionError::permanent(format!("cannot write {}: {e}", tmp.display()))
-                    })?;
+                    if let Err(e) = file.write_all(&c).await {
+                        return fail(ActionError::permanent(format!(
+                            "cannot write {}: {e}",
+                            tmp.display()
+                        )));
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(ActionError::retryable(format!(
+                    return fail(ActionError::retryable(format!(
                         "{what}: the download broke off after {bytes} bytes: {}",
                         describe_error(&e, call.timeout)
                     )));
@@ -366,9 +423,12 @@ async fn read(resp: reqwest::Response, call: &Call<'_>) -> Result<Response, Acti
         file.flush().await.ok();
         file.sync_all().await.ok();
         drop(file);
-        tokio::fs::rename(&tmp, path).await.map_err(|e| {
-            ActionError::permanent(format!("cannot move {} into place: {e}", tmp.display()))
-        })?;
+        if let Err(e) = tokio::fs::rename(&tmp, path).await {
+            return fail(ActionError::permanent(format!(
+                "cannot move {} into place: {e}",
+                tmp.display()
+            )));
+        }
         out.saved = Some((path.display().to_string(), bytes));
         return Ok(out);
     }

@@ -98,8 +98,16 @@ impl Action for HttpWait {
             save_to: None,
             cx,
             label: None,
+            idempotent: false,
         };
         let what = send::shown(input.method, &call.url);
+        if cx.dry_run && !input.method.reads() {
+            cx.log
+                .line(LogStream::Stdout, &format!("dry run: would poll {what}"));
+            return Ok(
+                json!({"ready": false, "attempts": [], "status": null, "json": null, "elapsed_ms": 0}),
+            );
+        }
         let started = Instant::now();
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut last: Option<send::Response> = None;
@@ -158,7 +166,7 @@ impl Action for HttpWait {
                 return Ok(output(false, &attempts, last.as_ref(), started));
             }
             let elapsed = started.elapsed();
-            if elapsed + interval > deadline {
+            if elapsed.saturating_add(interval) > deadline {
                 let why = error.unwrap_or_default();
                 return Err(ActionError::retryable(format!(
                     "{what} was not ready within {}s ({} attempts); last: {why}",

@@ -166,6 +166,7 @@ impl Action for PrometheusPush {
             save_to: None,
             cx,
             label: None,
+            idempotent: false,
         };
         let resp = send::send(&call).await?;
         if !(200..300).contains(&resp.status) {

@@ -197,6 +197,8 @@ impl Action for PrometheusQuery {
             save_to: None,
             cx,
             label: Some(format!("query `{}`", input.query)),
+            // A query reads only: retried like a GET although it is sent as a POST.
+            idempotent: true,
         };
         let resp = send::send(&call).await?;
         let body = resp.json.clone().unwrap_or(Value::Null);
@@ -303,7 +305,12 @@ fn interpret(data: &Value, body: &Value) -> Result<Value, ActionError> {
                 if series.is_empty() {
                     first = v;
                 }
-                series.push(json!({"metric": s["metric"], "value": v}));
+                let mut entry = json!({"metric": s["metric"], "value": v});
+                // +Inf, -Inf and NaN have no JSON number: kept as text for the thresholds.
+                if v.is_none() {
+                    entry["non_finite"] = s["value"].get(1).cloned().unwrap_or(Value::Null);
+                }
+                series.push(entry);
             }
         }
         "matrix" => {
@@ -318,7 +325,18 @@ fn interpret(data: &Value, body: &Value) -> Result<Value, ActionError> {
                 if series.is_empty() {
                     first = points.last().and_then(|(_, v)| *v);
                 }
-                series.push(json!({"metric": s["metric"], "values": points}));
+                let non_finite: Vec<Value> = s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p.get(1).and_then(number).is_none())
+                    .filter_map(|p| p.get(1).cloned())
+                    .collect();
+                let mut entry = json!({"metric": s["metric"], "values": points});
+                if !non_finite.is_empty() {
+                    entry["non_finite"] = Value::Array(non_finite);
+                }
+                series.push(entry);
             }
         }
         "scalar" => {
@@ -366,6 +384,28 @@ fn check(out: &Value, expect: &Expect, query: &str) -> Result<(), ActionError> {
                 .flatten()
                 .filter_map(|p| p.get(1).and_then(Value::as_f64)),
         );
+        // +Inf and -Inf count (a latency quantile above the last bucket is +Inf); NaN (0/0, no
+        // traffic) fails thresholds unless no data is fine.
+        let specials: Vec<String> = match &s["non_finite"] {
+            Value::String(t) => vec![t.clone()],
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for t in &specials {
+            match t.as_str() {
+                "+Inf" | "Inf" => nums.push(f64::INFINITY),
+                "-Inf" => nums.push(f64::NEG_INFINITY),
+                _ if thresholds && !expect.allow_empty => {
+                    return fail(format!(
+                        "`{query}` is NaN for {labels} (nothing to compute it from), so its thresholds cannot pass"
+                    ))
+                }
+                _ => {}
+            }
+        }
         for v in nums {
             if let Some(max) = expect.max {
                 if v > max {
@@ -435,10 +475,12 @@ mod tests {
             "{}",
             e.message
         );
+        // The NaN series (web) fails a threshold unless no data is fine.
         assert!(check(
             &out,
             &Expect {
                 max: Some(1.0),
+                allow_empty: true,
                 ..Default::default()
             },
             "q"
@@ -483,5 +525,40 @@ mod tests {
             "q"
         )
         .is_ok());
+
+        // +Inf is above any max; NaN fails a threshold.
+        let inf = json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"le": "x"}, "value": [1.0, "+Inf"]},
+        ]}});
+        let out = interpret(&inf["data"], &inf).unwrap();
+        let e = check(
+            &out,
+            &Expect {
+                max: Some(0.5),
+                allow_empty: true,
+                ..Default::default()
+            },
+            "q",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("is inf") && e.message.contains("above max"),
+            "{}",
+            e.message
+        );
+        let nan = json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {}, "value": [1.0, "NaN"]}, {"metric": {"a": "b"}, "value": [1.0, "0.1"]},
+        ]}});
+        let out = interpret(&nan["data"], &nan).unwrap();
+        let e = check(
+            &out,
+            &Expect {
+                max: Some(0.5),
+                ..Default::default()
+            },
+            "q",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("NaN"), "{}", e.message);
     }
 }

@@ -160,6 +160,7 @@ impl Action for SlackPost {
             } else {
                 "the Slack webhook".into()
             }),
+            idempotent: false,
         };
         let resp = send::send(&call).await?;
         if bot {
@@ -230,10 +231,11 @@ fn payload(input: &PostInput) -> Result<Value, ActionError> {
             // A colour bar is an attachment's; the text stays as the notification text.
             let mut a = Map::new();
             a.insert("color".into(), json!(color));
+            // The text goes in the attachment only (Slack would show a top-level text too);
+            // `fallback` is what notifications show.
             if let Some(t) = &input.text {
                 a.insert("text".into(), json!(t));
                 a.insert("fallback".into(), json!(t));
-                p.insert("text".into(), json!(t));
             }
             if let Some(b) = &input.blocks {
                 a.insert("blocks".into(), json!(b));
@@ -266,7 +268,7 @@ mod tests {
             json!({"webhook_url": "x", "text": "deploy done", "color": "good"}),
         ))
         .unwrap();
-        assert_eq!(p["text"], "deploy done");
+        assert!(p.get("text").is_none(), "{p}");
         assert_eq!(p["attachments"][0]["color"], "good");
         assert_eq!(p["attachments"][0]["text"], "deploy done");
         let p = payload(&input(json!({"token": "t", "channel": "#ops", "blocks": [{"type": "divider"}], "thread_ts": "1.2"}))).unwrap();

@@ -297,11 +297,12 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ActionError> {
 }
 
 const SHARED_DOC: &str = "Shared inputs: `dir` (the configuration, relative to the runbook), \
-`workspace` (selected, created if missing), `env`, `lock_timeout`, `parallelism`, `binary` \
+`workspace` (given to every command as `TF_WORKSPACE`, created if missing), `env`, `lock_timeout`, `parallelism`, `binary` \
 (`terraform` from PATH by default; `tofu` works the same). Terraform runs with \
 `TF_IN_AUTOMATION=1`, `-input=false` and `-no-color`; its output streams into the step log. \
 Cancellation and timeouts send SIGINT, so terraform stops cleanly and releases its state \
-lock, then kill it after 4.5 s.";
+lock, then kill it after 60 s (apply, destroy) or 10 s (the others). `vars` and backend \
+settings reach terraform in private temporary files, not on its command line.";
 
 fn doc(own: &str) -> String {
     format!("{own}\n\n{SHARED_DOC}")
