@@ -9,7 +9,10 @@
 //! - [`terraform`]: the `terraform` binary and [`terraform::Offline`], a CLI config and
 //!   filesystem mirror that let `terraform init` install the real `hashicorp/null` provider
 //!   without the registry.
+//! - [`moto`]: [`moto::Moto`], a real moto server (a mock of the AWS APIs: EC2, S3, ...) on
+//!   127.0.0.1, with the environment that points AWS clients at it.
 
+pub mod moto;
 pub mod prometheus;
 pub mod sshd;
 pub mod terraform;
