@@ -16,6 +16,7 @@ fn registry() -> Registry {
     opsbook_slack::register(&mut r);
     opsbook_prometheus::register(&mut r);
     opsbook_terraform::register(&mut r);
+    opsbook_aws::register(&mut r);
     r
 }
 

@@ -179,6 +179,13 @@ pub trait LogSink: Send + Sync {
     fn case(&self, case: TargetCase) {
         let _ = case;
     }
+
+    /// A secret the action came to know (a decrypted parameter, a token it fetched): from now
+    /// on it is masked as `***` in logs, the report and errors, like the runbook's `secrets`.
+    /// The default ignores it.
+    fn secret(&self, value: &str) {
+        let _ = value;
+    }
 }
 
 /// The outcome of one target of a step, for the report and JUnit.
@@ -371,6 +378,7 @@ impl Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    secret_stores: BTreeMap<&'static str, Arc<dyn crate::secrets::SecretStore>>,
 }
 
 impl Registry {
@@ -383,6 +391,16 @@ impl Registry {
     pub fn register(&mut self, action: impl Action + 'static) {
         let spec = action.spec();
         self.insert(spec, Some(Arc::new(action)));
+    }
+
+    /// Adds a secret store for the `secrets:` source key it names.
+    pub fn register_secret_store(&mut self, store: impl crate::secrets::SecretStore + 'static) {
+        self.secret_stores.insert(store.kind(), Arc::new(store));
+    }
+
+    /// The secret store for a `secrets:` source key.
+    pub fn secret_store(&self, kind: &str) -> Option<&dyn crate::secrets::SecretStore> {
+        self.secret_stores.get(kind).map(|s| s.as_ref())
     }
 
     /// Adds a control action that the executor itself carries out.

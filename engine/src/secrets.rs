@@ -3,15 +3,33 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use indexmap::IndexMap;
 
+use crate::action::Registry;
 use crate::model::SecretSource;
+use crate::resources::RunResources;
+
+/// A secret store that a plugin provides for a `secrets:` source the engine cannot read itself
+/// (`aws_secretsmanager`, `aws_ssm`). Registered with [`Registry::register_secret_store`].
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The source key it answers, as written in runbooks (`aws_ssm`).
+    fn kind(&self) -> &'static str;
+
+    /// The value behind `reference` (the text after the key). Errors must name the reference
+    /// and the store's reason, never a value. `resources` is the run's, so that clients and
+    /// credentials are shared with the plugin's steps.
+    async fn fetch(&self, reference: &str, resources: &RunResources) -> Result<String, String>;
+}
 
 /// Replaces every secret value with `***` in text and data.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     /// Longest first, so that a secret containing another is masked whole.
     values: Arc<Vec<String>>,
+    /// The secrets as given, to add more later.
+    raw: Arc<Vec<String>>,
 }
 
 /// Shorter values are not masked: masking `a` or `1` would shred every line.
@@ -34,10 +52,11 @@ fn percent_encode(s: &str) -> String {
 impl Masker {
     /// A masker for these secret values.
     pub fn new<I: IntoIterator<Item = String>>(values: I) -> Self {
-        let mut v: Vec<String> = values
+        let raw: Vec<String> = values
             .into_iter()
             .filter(|s| s.len() >= MIN_MASKED_LEN)
             .collect();
+        let mut v = raw.clone();
         // Multi-line secrets are also masked line by line, since logs arrive a line at a time.
         let lines: Vec<String> = v
             .iter()
@@ -64,7 +83,21 @@ impl Masker {
         v.dedup();
         Masker {
             values: Arc::new(v),
+            raw: Arc::new(raw),
         }
+    }
+
+    /// This masker and one more secret (a value an action read from a secret store).
+    pub fn with(&self, value: &str) -> Masker {
+        if value.len() < MIN_MASKED_LEN || self.raw.iter().any(|r| r == value) {
+            return self.clone();
+        }
+        Masker::new(
+            self.raw
+                .iter()
+                .cloned()
+                .chain(std::iter::once(value.to_string())),
+        )
     }
 
     /// The text with every secret replaced by `***`.
@@ -98,15 +131,28 @@ impl Masker {
 }
 
 /// Resolves every secret: environment variables of this process, files (relative to `base`),
-/// commands run through `sh -c`. One trailing newline is dropped from files and commands.
-/// Errors name the secret and the source, never a value.
-pub fn resolve(
+/// commands run through `sh -c`, and the stores plugins registered (`aws_ssm` …). One trailing
+/// newline is dropped from files and commands. Errors name the secret and the source, never a
+/// value.
+pub async fn resolve(
     secrets: &IndexMap<String, SecretSource>,
     base: &Path,
+    registry: &Registry,
+    resources: &RunResources,
 ) -> Result<IndexMap<String, String>, String> {
     let mut out = IndexMap::new();
     for (name, source) in secrets {
         let value = match source {
+            SecretSource::AwsSecretsmanager(reference) | SecretSource::AwsSsm(reference) => {
+                let kind = source.kind();
+                let store = registry.secret_store(kind).ok_or_else(|| {
+                    format!("secret `{name}`: this build has no plugin for `{kind}` secrets")
+                })?;
+                store
+                    .fetch(reference, resources)
+                    .await
+                    .map_err(|e| format!("secret `{name}` ({kind} {reference}): {e}"))?
+            }
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
                 format!("secret `{name}`: the environment variable `{var}` is not set")
             })?,
@@ -195,7 +241,7 @@ mod tests {
             SecretSource::Command("printf 'from-command\\n'".into()),
         );
         secrets.insert("e".to_string(), SecretSource::Env("PATH".into()));
-        let got = resolve(&secrets, &dir).unwrap();
+        let got = resolve_now(&secrets, &dir, &Registry::new()).unwrap();
         assert_eq!(got["f"], "from-file");
         assert_eq!(got["c"], "from-command");
         assert!(!got["e"].is_empty());
@@ -204,9 +250,69 @@ mod tests {
             "m".to_string(),
             SecretSource::Env("OPSBOOK_SURELY_UNSET_VAR".into()),
         );
-        assert!(resolve(&missing, &dir)
+        assert!(resolve_now(&missing, &dir, &Registry::new())
             .unwrap_err()
             .contains("`OPSBOOK_SURELY_UNSET_VAR` is not set"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn resolve_now(
+        secrets: &IndexMap<String, SecretSource>,
+        dir: &Path,
+        registry: &Registry,
+    ) -> Result<IndexMap<String, String>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(resolve(secrets, dir, registry, &RunResources::default()))
+    }
+
+    /// A store that knows one reference.
+    struct OneSecret;
+
+    #[async_trait]
+    impl SecretStore for OneSecret {
+        fn kind(&self) -> &'static str {
+            "aws_ssm"
+        }
+        async fn fetch(&self, reference: &str, _: &RunResources) -> Result<String, String> {
+            match reference {
+                "/known" => Ok("from-store".into()),
+                _ => Err("ParameterNotFound".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_stores_resolve_their_sources() {
+        let dir = std::env::temp_dir();
+        let mut secrets = IndexMap::new();
+        secrets.insert("s".to_string(), SecretSource::AwsSsm("/known".into()));
+        // No plugin for the source: a clear error.
+        let e = resolve_now(&secrets, &dir, &Registry::new()).unwrap_err();
+        assert_eq!(
+            e,
+            "secret `s`: this build has no plugin for `aws_ssm` secrets"
+        );
+        let mut registry = Registry::new();
+        registry.register_secret_store(OneSecret);
+        assert_eq!(
+            resolve_now(&secrets, &dir, &registry).unwrap()["s"],
+            "from-store"
+        );
+        secrets.insert("m".to_string(), SecretSource::AwsSsm("/missing".into()));
+        assert_eq!(
+            resolve_now(&secrets, &dir, &registry).unwrap_err(),
+            "secret `m` (aws_ssm /missing): ParameterNotFound"
+        );
+        // A store's kind must not reach another source.
+        secrets.clear();
+        secrets.insert(
+            "x".to_string(),
+            SecretSource::AwsSecretsmanager("/known".into()),
+        );
+        assert!(resolve_now(&secrets, &dir, &registry)
+            .unwrap_err()
+            .contains("no plugin for `aws_secretsmanager`"));
     }
 }

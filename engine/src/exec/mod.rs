@@ -303,7 +303,7 @@ impl<'a> Executor<'a> {
             self.steps_view.set(id, entry);
         }
         self.emit(Event::RunStarted);
-        let mut failure: Option<String> = self.prepare().err();
+        let mut failure: Option<String> = self.prepare().await.err();
         // The run's `timeout` bounds the main steps: when it passes they are stopped (as
         // timed out) and the run fails; rollbacks, `on_failure` and `finally` still run.
         let main_token = self.opts.cancel.child_token();
@@ -415,8 +415,14 @@ impl<'a> Executor<'a> {
     }
 
     /// Resolves secrets, then renders `vars` in order and the runbook's `env`.
-    fn prepare(&self) -> Result<(), String> {
-        let secrets = crate::secrets::resolve(&self.runbook.secrets, &self.opts.base_dir)?;
+    async fn prepare(&self) -> Result<(), String> {
+        let secrets = crate::secrets::resolve(
+            &self.runbook.secrets,
+            &self.opts.base_dir,
+            self.registry,
+            &self.opts.resources,
+        )
+        .await?;
         if let Ok(mut m) = self.shared.masker.lock() {
             *m = Masker::new(secrets.values().cloned());
         }
@@ -1325,6 +1331,22 @@ struct EventSink {
 }
 
 impl LogSink for EventSink {
+    fn secret(&self, value: &str) {
+        let masker = match self.shared.masker.lock() {
+            Ok(mut m) => {
+                *m = m.with(value);
+                m.clone()
+            }
+            Err(_) => return,
+        };
+        // The step's inputs were recorded (masked) when it started: mask them again.
+        if let Ok(mut r) = self.shared.report.lock() {
+            if let Some(step) = r.steps.get_mut(self.ri) {
+                step.inputs = masker.mask_value(&step.inputs);
+            }
+        }
+    }
+
     fn line(&self, stream: LogStream, line: &str) {
         let line = self.shared.mask().mask(line);
         self.shared.emit(Event::Log {

@@ -102,6 +102,25 @@ pub enum SecretSource {
     File(#[schemars(length(min = 1))] String),
     /// The standard output of a command run through `sh -c` (one trailing newline is dropped).
     Command(#[schemars(length(min = 1))] String),
+    /// A secret of AWS Secrets Manager, by name or ARN (its `SecretString`); `NAME#KEY` takes
+    /// one key of a JSON secret. Resolved by the AWS plugin with the standard credential chain.
+    AwsSecretsmanager(#[schemars(length(min = 1))] String),
+    /// A parameter of AWS Systems Manager Parameter Store (`/path/name`), decrypted when it is a
+    /// `SecureString`. Resolved by the AWS plugin with the standard credential chain.
+    AwsSsm(#[schemars(length(min = 1))] String),
+}
+
+impl SecretSource {
+    /// The source's key in the runbook (`env`, `aws_ssm` …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretSource::Env(_) => "env",
+            SecretSource::File(_) => "file",
+            SecretSource::Command(_) => "command",
+            SecretSource::AwsSecretsmanager(_) => "aws_secretsmanager",
+            SecretSource::AwsSsm(_) => "aws_ssm",
+        }
+    }
 }
 
 /// An inventory: a path to a file, or an inline Ansible-style YAML inventory.
