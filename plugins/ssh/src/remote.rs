@@ -23,8 +23,9 @@ const MAX_LINE: usize = 64 * 1024;
 /// Stderr lines searched for the process group marker (the login shell may print first).
 const MARK_SEARCH_LINES: usize = 64;
 /// How long output may keep coming after the command exited (a daemon it started may hold
-/// its stdout open forever).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// its stdout open forever). Over a multiplexed connection the exit status can overtake the
+/// last output; on a loaded machine 2 s proved too short to get a failing command's stderr.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// A fresh random token (for markers, heredoc delimiters and temporary file names).
 pub fn nonce() -> String {
