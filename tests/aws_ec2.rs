@@ -105,6 +105,12 @@ steps:
     continue_on_error: true
     with:
       instance_ids: [i-0123456789abcdef0]
+  - id: as_role
+    uses: aws.ec2.describe_instances
+    with:
+      region: us-east-1
+      assume_role: {role_arn: "arn:aws:iam::123456789012:role/opsbook-ops", session_name: ci, external_id: ext-1}
+      tags: {Schedule: office}
   - id: guard
     uses: aws.ec2.stop_instances
     continue_on_error: true
@@ -153,6 +159,9 @@ steps:
     assert_eq!(reboot["ids"][0], ids[2].as_str(), "{reboot}");
     assert_eq!(step(&report, "nothing")["result"]["count"], 0);
 
+    // Through STS AssumeRole: the step's credentials are the temporary ones moto's STS issues
+    // (moto checks no trust policy, so a wrong external id is not caught here).
+    assert_eq!(step(&report, "as_role")["result"]["count"], 2);
     let missing = step(&report, "missing")["error"].as_str().unwrap();
     assert!(missing.contains("InvalidInstanceID"), "{missing}");
     // Three instances match the filter: more than max_instances, so nothing changed.

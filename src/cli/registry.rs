@@ -13,5 +13,6 @@ pub fn registry() -> Registry {
     opsbook_prometheus::register(&mut r);
     opsbook_terraform::register(&mut r);
     opsbook_aws::register(&mut r);
+    opsbook_k8s::register(&mut r);
     r
 }

@@ -11,7 +11,10 @@
 //!   without the registry.
 //! - [`moto`]: [`moto::Moto`], a real moto server (a mock of the AWS APIs: EC2, S3, ...) on
 //!   127.0.0.1, with the environment that points AWS clients at it.
+//! - [`kube`]: [`kube::FakeKube`], a fake Kubernetes API server on 127.0.0.1 that speaks
+//!   the real REST wire format (checked with kubectl), with opt-in simulated controllers.
 
+pub mod kube;
 pub mod moto;
 pub mod prometheus;
 pub mod sshd;
