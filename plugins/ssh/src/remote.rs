@@ -22,9 +22,8 @@ use tokio::time::Instant;
 const MAX_LINE: usize = 64 * 1024;
 /// Stderr lines searched for the process group marker (the login shell may print first).
 const MARK_SEARCH_LINES: usize = 64;
-/// How long output may keep coming after the command exited (a daemon it started may hold
-/// its stdout open forever). Over a multiplexed connection the exit status can overtake the
-/// last output; on a loaded machine 2 s proved too short to get a failing command's stderr.
+/// How long output may keep coming after the command's shell wrote its exit mark (a daemon it
+/// started may hold its stdout open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// A fresh random token (for markers, heredoc delimiters and temporary file names).
@@ -66,9 +65,10 @@ pub fn valid_env_name(name: &str) -> bool {
 }
 
 impl Spec {
-    /// The script with its environment and working directory.
-    fn body(&self) -> String {
-        let mut body = String::new();
+    /// The script with its environment and working directory. It starts by arranging that
+    /// the shell writes `<mark>-EXIT <status>` on stderr when it exits (see [`run_to`]).
+    fn body(&self, mark: &str) -> String {
+        let mut body = format!("trap 'printf \"%s %s\\n\" {mark}-EXIT \"$?\" >&2' EXIT\n");
         for (k, v) in &self.env {
             body.push_str(&format!("export {k}={}\n", quote_posix(v)));
         }
@@ -85,7 +85,7 @@ impl Spec {
         let shell = if self.script_on_stdin {
             "/bin/sh -s".to_string()
         } else {
-            format!("/bin/sh -c {}", quote_posix(&self.body()))
+            format!("/bin/sh -c {}", quote_posix(&self.body(mark)))
         };
         let run = match &self.become_user {
             Some(user) => format!("exec sudo -n -H -u {} -- {shell}", quote_posix(user)),
@@ -96,9 +96,9 @@ impl Spec {
 
     /// What `sh -s` reads: the whole body as one group, which the shell parses entirely before
     /// running it (so the command cannot read the rest of its own text), with stdin closed.
-    fn stdin_script(&self) -> Option<Vec<u8>> {
+    fn stdin_script(&self, mark: &str) -> Option<Vec<u8>> {
         self.script_on_stdin
-            .then(|| format!("{{\n{}\n}} </dev/null\n", self.body()).into_bytes())
+            .then(|| format!("{{\n{}\n}} </dev/null\n", self.body(mark)).into_bytes())
     }
 }
 
@@ -220,7 +220,7 @@ pub async fn run_to(
 ) -> Finished {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mark = format!("OPSBOOK-PGID-{}", nonce());
-    let script_in = spec.stdin_script();
+    let script_in = spec.stdin_script(&mark);
     let mut cmd = session.clone().arc_raw_command(spec.command_line(&mark));
     cmd.stdin(if script_in.is_some() || data.is_some() {
         Stdio::piped()
@@ -248,6 +248,9 @@ pub async fn run_to(
     let pgid = Mutex::new(None::<u32>);
     let stdout_cap = Capture::default();
     let stderr_cap = Capture::default();
+    // The shell's exit mark on stderr (see `Spec::body`): the command has ended.
+    let exit_mark = format!("{mark}-EXIT");
+    let exited = tokio::sync::Notify::new();
     let unpacked = Mutex::new(None);
     let err_max = match &output {
         Output::Lines(max) => *max,
@@ -270,7 +273,7 @@ pub async fn run_to(
         let stdout = async {
             match output {
                 Output::Lines(max) => {
-                    collect(out, LogStream::Stdout, lines, &stdout_cap, max, None).await
+                    collect(out, LogStream::Stdout, lines, &stdout_cap, max, None, None).await
                 }
                 Output::Unpack(dest, limit) => {
                     let r = unpack(out, dest, limit).await;
@@ -283,7 +286,15 @@ pub async fn run_to(
         let marker = Some((mark.as_str(), &pgid));
         tokio::join!(
             stdout,
-            collect(err, LogStream::Stderr, lines, &stderr_cap, err_max, marker),
+            collect(
+                err,
+                LogStream::Stderr,
+                lines,
+                &stderr_cap,
+                err_max,
+                marker,
+                Some((exit_mark.as_str(), &exited))
+            ),
             writer
         );
     };
@@ -291,20 +302,33 @@ pub async fn run_to(
     let waiting = child.wait();
     tokio::pin!(waiting);
 
+    // The exit status is taken only once the output has ended: taking it closes this
+    // session's connection to the ControlMaster, and OpenSSH's master then drops the channel
+    // output it has not yet written to our pipes (the exit message can overtake it).
     let mut reads_done = false;
+    let mut ended = false;
     let status = loop {
         tokio::select! {
             _ = &mut reads, if !reads_done => reads_done = true,
-            status = &mut waiting => {
-                if !reads_done {
-                    // The command exited; its output may still be on the way, or held open by
-                    // a process it left behind.
-                    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads).await;
-                }
-                break Ok(status);
-            }
+            _ = exited.notified(), if !ended && !reads_done => ended = true,
+            status = &mut waiting, if reads_done => break Ok(status),
             _ = until(deadline) => break Err(Stop::TimedOut { after: timeout.unwrap_or_default(), killed: false }),
             _ = cancel.cancelled() => break Err(Stop::Cancelled { killed: false }),
+        }
+        if ended && !reads_done {
+            // The command ended; its output may still be on the way, or held open by a
+            // process it left behind (a daemon): wait a little, then take the exit status.
+            if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads)
+                .await
+                .is_ok()
+            {
+                reads_done = true;
+            }
+            tokio::select! {
+                status = &mut waiting => break Ok(status),
+                _ = until(deadline) => break Err(Stop::TimedOut { after: timeout.unwrap_or_default(), killed: false }),
+                _ = cancel.cancelled() => break Err(Stop::Cancelled { killed: false }),
+            }
         }
     };
     let mut finished = Finished::default();
@@ -391,6 +415,7 @@ async fn collect<R: AsyncRead + Unpin>(
     cap: &Capture,
     max: usize,
     marker: Option<(&str, &Mutex<Option<u32>>)>,
+    exit_mark: Option<(&str, &tokio::sync::Notify)>,
 ) {
     let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let mut buf = Vec::new();
@@ -405,6 +430,12 @@ async fn collect<R: AsyncRead + Unpin>(
         };
         let text = String::from_utf8_lossy(&buf[..n]);
         let line = text.trim_end_matches(['\n', '\r']);
+        if let Some((mark, exited)) = exit_mark {
+            if line.starts_with(mark) {
+                exited.notify_one();
+                continue;
+            }
+        }
         if !found && searched < MARK_SEARCH_LINES {
             searched += 1;
             if let Some((mark, slot)) = marker {
@@ -540,7 +571,7 @@ mod tests {
             line.contains("exec sudo -n -H -u 'deploy user' -- /bin/sh -s"),
             "{line}"
         );
-        let stdin = String::from_utf8(spec.stdin_script().unwrap()).unwrap();
+        let stdin = String::from_utf8(spec.stdin_script("M").unwrap()).unwrap();
         assert!(stdin.contains("export TOKEN='s3cr3t'\"'\"'x'"), "{stdin}");
         assert!(stdin.contains("cd -- '/srv/my app' || exit 1"), "{stdin}");
         assert!(
@@ -556,11 +587,15 @@ mod tests {
             ..Default::default()
         };
         let line = spec.command_line("MARK");
+        let body = "trap 'printf \"%s %s\\n\" MARK-EXIT \"$?\" >&2' EXIT\ntar -x -f - -C '/x'";
         assert_eq!(
             line,
-            "printf '%s %s\\n' MARK \"$$\" >&2; exec /bin/sh -c 'tar -x -f - -C '\"'\"'/x'\"'\"''"
+            format!(
+                "printf '%s %s\\n' MARK \"$$\" >&2; exec /bin/sh -c {}",
+                quote_posix(body)
+            )
         );
-        assert!(spec.stdin_script().is_none());
+        assert!(spec.stdin_script("M").is_none());
     }
 
     #[test]
