@@ -1454,3 +1454,26 @@ steps:
         .iter()
         .all(|w| !w.path.contains("deployments")));
 }
+
+#[test]
+fn a_broken_api_group_is_skipped_and_named_when_a_kind_is_searched() {
+    let kube = FakeKube::start();
+    let d = Dir::new("k8s-broken-group");
+    // Every try at batch/v1's discovery answers 503, as a broken aggregated API would.
+    for _ in 0..4 {
+        kube.fail_next("GET", "/apis/batch/v1", 503, "ServiceUnavailable");
+    }
+    let rb = r#"version: 1
+name: groups
+steps:
+  - id: unknown
+    uses: k8s.list
+    continue_on_error: true
+    with: {kind: Widget}
+"#;
+    let (code, report, o) = run_k8s(&d, &kube, rb, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let e = err(&report, "unknown");
+    assert!(e.contains("serves no kind `Widget`"), "{e}");
+    assert!(e.contains("could not be read: batch/v1"), "{e}");
+}

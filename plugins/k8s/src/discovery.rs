@@ -307,15 +307,32 @@ async fn search(conn: &Conn, cx: &StepContext, kind: &str) -> Result<Kind, Actio
             .map(|p| p.group_version.clone())
             .or_else(|| g.versions.first().map(|v| v.group_version.clone()))
     }));
+    // One broken aggregated API (metrics.k8s.io answering 503 is common) must not hide a
+    // kind another group serves: such groups are skipped and named if nothing is found.
+    let mut unreadable = Vec::new();
     for av in versions {
-        let list = conn.discovery.list(client, cx, &av, false).await?;
+        let list = match conn.discovery.list(client, cx, &av, false).await {
+            Ok(list) => list,
+            Err(e) if !cx.cancel.is_cancelled() => {
+                unreadable.push(format!("{av} ({})", e.message));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(r) = find(&list, kind) {
             return Ok(kind_of(&av, &r, &list));
         }
     }
-    Err(ActionError::permanent(format!(
+    let mut message = format!(
         "the API server serves no kind `{kind}` (give `api_version` for a custom resource, e.g. `api_version: example.com/v1`)"
-    )))
+    );
+    if !unreadable.is_empty() {
+        message.push_str(&format!(
+            "; these API groups could not be read: {}",
+            unreadable.join("; ")
+        ));
+    }
+    Err(ActionError::permanent(message))
 }
 
 #[cfg(test)]
